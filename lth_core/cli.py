@@ -1,0 +1,161 @@
+"""``lth`` command line: ``lth search`` runs (or resumes) ticket search, ``lth report`` prints
+Table 2 of the paper from stored results. Bad input gives one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Sequence
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (no usage dump) and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise SystemExit(_fail(f"{self.prog}: {message}"))
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _unit_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="lth", description=__doc__, allow_abbrev=False)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("search", help="run or resume ticket search", allow_abbrev=False)
+    s.add_argument("--arch", action="append", required=True,
+                   help="architecture (repeatable): lenet5, pnasnet_a, ..., resnet18")
+    s.add_argument("--runs", type=_positive_int, default=1)
+    s.add_argument("--first-run", type=int, default=0, help="index of the first run")
+    s.add_argument("--stages", type=_positive_int, default=5, help="K, stages incl. dense")
+    s.add_argument("--prune-rate", type=_unit_interval, default=0.16)
+    s.add_argument("--pruner", choices=["lamp", "magnitude", "random"], default="lamp")
+    s.add_argument("--max-epochs", type=_positive_int, default=None,
+                   help="per stage (default: the architecture's recipe)")
+    s.add_argument("--patience", type=_positive_int, default=None)
+    s.add_argument("--lr", type=float, default=None)
+    s.add_argument("--batch-size", type=_positive_int, default=None)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--data", default="cifar10",
+                   help="cifar10 | synthetic | path to a CIFAR-10 root, image folder or .tar.gz")
+    s.add_argument("--results", default="results")
+    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    s.add_argument("--no-progress", action="store_true")
+
+    r = sub.add_parser("report", help="print Table 2 from stored results", allow_abbrev=False)
+    r.add_argument("--results", default="results")
+    r.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    r.add_argument("--select-on", choices=["test", "val"], default="test")
+    return parser
+
+
+def _search(args: argparse.Namespace) -> int:
+    from .config import SearchConfig, default_train_config
+    from .data import DataSpecError, load_data
+    from .models import ARCHITECTURES, build
+    from .search import ticket_search
+    from .store import ResultsStore, StoreError
+    from .train import resolve_device
+
+    unknown = [a for a in args.arch if a not in ARCHITECTURES]
+    if unknown:
+        return _fail(f"unknown architecture {unknown[0]!r}; choose from: "
+                     f"{', '.join(ARCHITECTURES)}")
+    if args.first_run < 0:
+        return _fail("--first-run must be >= 0")
+    try:
+        resolve_device(args.device)
+        ResultsStore(args.results)  # fail on a bad results path before loading any data
+        data = load_data(args.data)
+    except (DataSpecError, StoreError, ValueError) as err:
+        return _fail(str(err))
+
+    failed = 0
+    for arch in args.arch:
+        overrides = {k: v for k, v in (("max_epochs", args.max_epochs),
+                                       ("patience", args.patience), ("lr", args.lr),
+                                       ("batch_size", args.batch_size)) if v is not None}
+        cfg = SearchConfig(stages=args.stages, prune_rate=args.prune_rate, pruner=args.pruner,
+                           seed=args.seed, train=default_train_config(arch, **overrides))
+        runs = range(args.first_run, args.first_run + args.runs)
+        try:
+            ticket_search(lambda arch=arch: build(arch), data, cfg, name=arch, runs=runs,
+                          results=args.results, device=args.device,
+                          progress=not args.no_progress)
+        except (StoreError, ValueError) as err:
+            return _fail(str(err))
+        report = ticket_search.last_report  # type: ignore[attr-defined]
+        failed += len(report.failed)
+        if report.skipped_locked:
+            print(f"{arch}: runs {report.skipped_locked} are being computed by another process",
+                  file=sys.stderr)
+    print(f"results in {args.results}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .metrics import format_table2, table2
+    from .models import ARCHITECTURES
+    from .store import StoreError, load_results
+
+    try:
+        df = load_results(args.results)
+    except StoreError as err:
+        return _fail(str(err))
+    if df.empty:
+        return _fail(f"no results in {args.results}")
+    order = [a for a in ARCHITECTURES if a in set(df["arch"])]
+    order += sorted(set(df["arch"]) - set(order))
+    t = table2(df, select_on=args.select_on, order=order)
+    if args.format == "csv":
+        print(t.to_csv(index=False), end="")
+    elif args.format == "json":
+        print(t.to_json(orient="records", indent=1))
+    else:
+        print(format_table2(t))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    warnings.simplefilter("default")
+    warnings.showwarning = lambda msg, cat, *a, **k: print(f"warning: {msg}", file=sys.stderr)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    try:
+        return _search(args) if args.command == "search" else _report(args)
+    except KeyboardInterrupt:
+        print("interrupted; finished stages are kept and the search resumes from its last "
+              "checkpoint", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

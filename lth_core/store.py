@@ -1,0 +1,254 @@
+"""A results directory that keeps every finished stage and can be shared by many writers.
+
+Layout (one folder per architecture and run)::
+
+    DIR/<arch>/search.json               the config and data every run of <arch> used
+    DIR/<arch>/run-007/stage-2.json      one record per (arch, run, stage)
+    DIR/<arch>/run-007/hidden-stage-2.npz  per-block 2D arcs (Figure 1), some runs only
+    DIR/<arch>/run-007/ckpt/state.pt     what resuming needs (not committed to git)
+    DIR/<arch>/run-007/.lock             held by the process computing that run
+
+Every file is written to a temporary name and renamed into place, so a reader (or a process
+killed mid-write) never sees half a file. A run is computed by one process at a time: the lock
+is an exclusively-created file, broken only when its owner is gone (dead pid on this host, or
+no heartbeat for ``stale_after`` seconds from another host).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+RECORD_KEYS = ("arch", "run", "stage", "density", "val_acc", "test_acc", "traj_len",
+               "traj_len_2d", "epochs", "best_epoch")
+
+
+class StoreError(ValueError):
+    """The results path cannot be used (a file, unwritable, or holds other experiments)."""
+
+
+class CorruptRecordWarning(UserWarning):
+    """A record or checkpoint could not be read; it is ignored and recomputed."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _warn_corrupt(path: Path, err: Exception) -> None:
+    warnings.warn(f"corrupt file {path} ({type(err).__name__}: {err}); it will be recomputed",
+                  CorruptRecordWarning, stacklevel=3)
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """A stage record, or None (with a warning naming the file) when missing or corrupt."""
+    if not path.exists():
+        return None
+    try:
+        rec = json.loads(path.read_text())
+        missing = [k for k in RECORD_KEYS if k not in rec]
+        if missing:
+            raise ValueError(f"missing keys {missing}")
+        return rec
+    except (ValueError, OSError) as err:
+        _warn_corrupt(path, err)
+        return None
+
+
+class ResultsStore:
+    """Records, checkpoints and locks under one results directory."""
+
+    def __init__(self, root: str | os.PathLike, stale_after: float = 3600.0):
+        self.root = Path(root)
+        self.stale_after = stale_after
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(f"results path {self.root} is a file, not a directory")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=self.root, prefix=".probe.")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as err:
+            raise StoreError(f"results path {self.root} is not writable: {err.strerror}") from None
+
+    # -- paths -------------------------------------------------------------------------------
+    def run_dir(self, arch: str, run: int) -> Path:
+        return self.root / arch / f"run-{run:03d}"
+
+    def record_path(self, arch: str, run: int, stage: int) -> Path:
+        return self.run_dir(arch, run) / f"stage-{stage}.json"
+
+    def checkpoint_path(self, arch: str, run: int) -> Path:
+        return self.run_dir(arch, run) / "ckpt" / "state.pt"
+
+    # -- search metadata ---------------------------------------------------------------------
+    def check_search(self, arch: str, meta: dict[str, Any]) -> None:
+        """Refuse to mix runs of different configs or data in one folder; record the first.
+
+        ``meta`` holds what must match (config without ``stages``, data identity). More stages
+        than before are allowed: finished runs then continue.
+        """
+        path = self.root / arch / "search.json"
+        if path.exists():
+            try:
+                old = json.loads(path.read_text())
+            except ValueError as err:
+                _warn_corrupt(path, err)
+                old = None
+            if old is not None and old != meta:
+                diff = _first_difference(old, meta)
+                raise StoreError(f"{self.root / arch} holds results of another setup ({diff}); "
+                                 "use another --results directory")
+            if old is not None:
+                return
+        atomic_write_bytes(path, json.dumps(meta, indent=1, sort_keys=True).encode())
+
+    # -- records -----------------------------------------------------------------------------
+    def write_record(self, record: dict[str, Any]) -> None:
+        path = self.record_path(record["arch"], record["run"], record["stage"])
+        atomic_write_bytes(path, json.dumps(record, indent=1, sort_keys=True).encode())
+
+    def read_record(self, arch: str, run: int, stage: int) -> dict[str, Any] | None:
+        return read_record(self.record_path(arch, run, stage))
+
+    def write_hidden(self, arch: str, run: int, stage: int,
+                     arcs: list[tuple[str, np.ndarray]]) -> None:
+        """Per-block 2D arcs, stored in order as ``000_<name>`` arrays."""
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **{f"{i:03d}_{n}": a for i, (n, a) in enumerate(arcs)})
+        atomic_write_bytes(self.run_dir(arch, run) / f"hidden-stage-{stage}.npz", buf.getvalue())
+
+    def read_hidden(self, arch: str, run: int, stage: int) -> list[tuple[str, np.ndarray]]:
+        path = self.run_dir(arch, run) / f"hidden-stage-{stage}.npz"
+        with np.load(path) as z:
+            return [(k.split("_", 1)[1], z[k]) for k in sorted(z.files)]
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def save_checkpoint(self, arch: str, run: int, state: dict[str, Any]) -> None:
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write_bytes(self.checkpoint_path(arch, run), buf.getvalue())
+
+    def load_checkpoint(self, arch: str, run: int) -> dict[str, Any] | None:
+        path = self.checkpoint_path(arch, run)
+        if not path.exists():
+            return None
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # any unreadable checkpoint is recomputed, never trusted
+            _warn_corrupt(path, err)
+            return None
+
+    # -- locks -------------------------------------------------------------------------------
+    @contextmanager
+    def lock(self, arch: str, run: int) -> Iterator[bool]:
+        """Yield True when this process holds the run's lock, False when another live one does."""
+        path = self.run_dir(arch, run) / ".lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        held = self._try_lock(path)
+        try:
+            yield held
+        finally:
+            if held:
+                path.unlink(missing_ok=True)
+
+    def heartbeat(self, arch: str, run: int) -> None:
+        """Refresh the lock's time so other hosts do not take it for stale."""
+        path = self.run_dir(arch, run) / ".lock"
+        if path.exists():
+            os.utime(path)
+
+    def _try_lock(self, path: Path) -> bool:
+        me = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()})
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if not self._is_stale(path):
+                    return False
+                path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(me)
+            return True
+        return False
+
+    def _is_stale(self, path: Path) -> bool:
+        try:
+            owner = json.loads(path.read_text())
+            age = time.time() - path.stat().st_mtime
+        except (OSError, ValueError):
+            return True
+        if owner.get("host") == socket.gethostname():
+            return not _pid_alive(int(owner.get("pid", -1)))
+        return age > self.stale_after
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _first_difference(old: Any, new: Any, prefix: str = "") -> str:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k in sorted(set(old) | set(new)):
+            if old.get(k) != new.get(k):
+                return _first_difference(old.get(k), new.get(k), f"{prefix}{k}.")
+    return f"{prefix.rstrip('.')}: {old!r} there, {new!r} now"
+
+
+def load_results(path: str | os.PathLike) -> pd.DataFrame:
+    """One row per (arch, run, stage) from a results directory, provenance columns included.
+
+    Corrupt records are reported by name (``CorruptRecordWarning``) and left out.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise StoreError(f"results path {root} is not a directory")
+    rows = []
+    for rec_path in sorted(root.glob("*/run-*/stage-*.json")):
+        rec = read_record(rec_path)
+        if rec is None:
+            continue
+        prov = rec.pop("provenance", {})
+        rec.pop("history", None)
+        for k, v in prov.items():
+            rec[k] = json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v
+        rows.append(rec)
+    columns = list(RECORD_KEYS)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame(columns=columns)
+    df = df[columns + [c for c in df.columns if c not in columns]]
+    return df.sort_values(["arch", "run", "stage"], kind="stable").reset_index(drop=True)

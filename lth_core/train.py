@@ -1,0 +1,197 @@
+"""Training of one ticket-search stage: masked SGD with early stopping on validation accuracy.
+
+Everything random in an epoch (data order, augmentation, dropout) is derived from
+``(seed, epoch)``, so a stage resumed from its end-of-epoch checkpoint continues exactly as an
+uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .config import TrainConfig
+from .data import Dataset, Split, batches
+from .lamp import Masks, apply_masks
+from .seeding import derive_seed
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class StageOutcome:
+    """Result of training one stage: the best-validation weights and how they were reached."""
+
+    state: dict[str, Tensor]
+    best_val_acc: float
+    best_epoch: int
+    epochs: int
+    train_seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` means CUDA when available, else CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no CUDA GPU is available")
+    return dev
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on CUDA; a no-op on CPU, where it would change results for no speed."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    split: Split,
+    data: Dataset,
+    device: torch.device,
+    batch_size: int = 1000,
+    amp: bool = True,
+) -> float:
+    """Top-1 accuracy in percent, in eval mode (the model's mode is restored)."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for x, y in batches(split, batch_size, mean=data.mean, std=data.std, device=device,
+                        shuffle=False, augment=False, generator=None):
+        with autocast(device, amp):
+            correct += int((model(x).argmax(1) == y).sum())
+    model.train(was_training)
+    return 100.0 * correct / max(len(split), 1)
+
+
+def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """Linear warm-up then cosine decay to 0 over ``max_epochs`` (per step, stateless)."""
+    total = cfg.max_epochs * steps_per_epoch
+    warm = cfg.warmup_epochs * steps_per_epoch
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    progress = (step - warm) / max(total - warm, 1)
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                           nesterov=cfg.nesterov and cfg.momentum > 0,
+                           weight_decay=cfg.weight_decay)
+
+
+def _cpu_state(model: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def mask_gradients(model: nn.Module, masks: Masks | None) -> None:
+    """Zero the gradients of pruned weights so momentum buffers never move them."""
+    if not masks:
+        return
+    params = dict(model.named_parameters())
+    for name, m in masks.items():
+        g = params[name].grad
+        if g is not None:
+            g.mul_(m.to(g.device, g.dtype))
+
+
+def train_stage(
+    model: nn.Module,
+    masks: Masks | None,
+    data: Dataset,
+    cfg: TrainConfig,
+    *,
+    seed: int,
+    device: torch.device,
+    resume: dict[str, Any] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    progress: Callable[[dict[str, float]], None] | None = None,
+) -> StageOutcome:
+    """Train ``model`` (already on ``device`` with masks applied) until early stopping.
+
+    Keeps the weights of the epoch with the best validation accuracy; ``patience`` epochs
+    without improvement end the stage. Pruned weights are held at exactly zero: their gradients
+    are masked before each step and the weights re-masked after it, which also defeats weight
+    decay and momentum. ``on_epoch`` receives a checkpointable state after every epoch;
+    passing that state back as ``resume`` continues the stage exactly.
+    """
+    optimizer = make_optimizer(model, cfg)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    masks = {k: v.to(device) for k, v in masks.items()} if masks else None
+    steps_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        st = {k: resume[k] for k in ("epoch", "best_val_acc", "best_epoch", "bad_epochs",
+                                     "train_seconds", "done")}
+        best_state, history = resume["best_state"], list(resume["history"])
+    else:
+        st = {"epoch": 0, "best_val_acc": -1.0, "best_epoch": -1, "bad_epochs": 0,
+              "train_seconds": 0.0, "done": False}
+        best_state, history = _cpu_state(model), []
+
+    while not st["done"]:
+        epoch = st["epoch"]
+        t0 = time.perf_counter()
+        model.train()
+        gen = torch.Generator().manual_seed(derive_seed(seed, "epoch", epoch))
+        torch.manual_seed(derive_seed(seed, "dropout", epoch))
+        total_loss, n_seen = torch.zeros((), device=device), 0
+        for i, (x, y) in enumerate(batches(data.train, cfg.batch_size, mean=data.mean,
+                                           std=data.std, device=device, shuffle=True,
+                                           augment=cfg.augment, generator=gen)):
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(cfg, epoch * steps_per_epoch + i, steps_per_epoch)
+            with autocast(device, cfg.amp):
+                loss = loss_fn(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            mask_gradients(model, masks)
+            optimizer.step()
+            apply_masks(model, masks)
+            total_loss += loss.detach() * len(y)
+            n_seen += len(y)
+        train_loss = float(total_loss) / max(n_seen, 1)
+        if not math.isfinite(train_loss):
+            raise TrainingDiverged(f"training diverged (loss {train_loss}) in epoch {epoch + 1}")
+        val_acc = evaluate(model, data.val, data, device, cfg.eval_batch_size, cfg.amp)
+        st["train_seconds"] += time.perf_counter() - t0
+        history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_acc": val_acc})
+        if val_acc > st["best_val_acc"]:
+            st.update(best_val_acc=val_acc, best_epoch=epoch + 1, bad_epochs=0)
+            best_state = _cpu_state(model)
+        else:
+            st["bad_epochs"] += 1
+        st["epoch"] = epoch + 1
+        st["done"] = st["bad_epochs"] >= cfg.patience or st["epoch"] >= cfg.max_epochs
+        if progress is not None:
+            progress({"epoch": epoch + 1, "train_loss": train_loss, "val_acc": val_acc})
+        if on_epoch is not None:
+            on_epoch({**st, "model": _cpu_state(model),
+                      "optimizer": copy.deepcopy(_optimizer_state_cpu(optimizer)),
+                      "best_state": best_state, "history": history})
+
+    return StageOutcome(state=best_state, best_val_acc=st["best_val_acc"],
+                        best_epoch=st["best_epoch"], epochs=st["epoch"],
+                        train_seconds=st["train_seconds"], history=history)
+
+
+def _optimizer_state_cpu(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    sd = optimizer.state_dict()
+    state = {k: {n: (t.detach().cpu() if torch.is_tensor(t) else t) for n, t in v.items()}
+             for k, v in sd["state"].items()}
+    return {"state": state, "param_groups": sd["param_groups"]}
