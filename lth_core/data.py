@@ -191,8 +191,8 @@ def _synthetic(n_train: int, n_test: int) -> tuple[Split, Split, list[str]]:
     cols = torch.randint(0, 9, (n, 1), generator=g) + torch.arange(IMAGE_SIZE)
     contrast = torch.empty(n, 1, 1, 1).uniform_(0.5, 1.5, generator=g)
     brightness = 0.1 * torch.randn(n, 1, 1, 1, generator=g)
-    mix = torch.empty(n, 1, 1, 1).uniform_(0.0, 0.5, generator=g)
-    noise = 0.25 * torch.randn(n, 3, IMAGE_SIZE, IMAGE_SIZE, generator=g)
+    mix = torch.empty(n, 1, 1, 1).uniform_(0.0, 0.7, generator=g)
+    noise = 0.3 * torch.randn(n, 3, IMAGE_SIZE, IMAGE_SIZE, generator=g)
     base = (1 - mix) * _crop(templates[labels], rows, cols) + mix * _crop(
         templates[distractors], rows, cols)
     x = 0.5 + contrast * (base - 0.5) + brightness + noise
@@ -385,6 +385,7 @@ def _cached(cache: Path, key: str, size: int, build) -> tuple[Split, Split, list
         fd, tmp = tempfile.mkstemp(dir=cache, prefix=path.name, suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             torch.save(blob, f)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is meant to be shared
         os.replace(tmp, path)
         tmp = None
     except OSError as e:
@@ -429,17 +430,14 @@ def _split_val(train: Split, val_size: int, seed: int) -> tuple[Split, Split]:
 
 
 def _channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and (population) std in [0, 1] units, in chunks to bound memory."""
-    total = torch.zeros(3, dtype=torch.float64)
-    squares = torch.zeros(3, dtype=torch.float64)
-    for chunk in images.split(4096):
-        x = chunk.to(torch.float64)
-        total += x.sum(dim=(0, 2, 3))
-        squares += (x * x).sum(dim=(0, 2, 3))
-    count = images.shape[0] * images.shape[2] * images.shape[3]
-    mean = total / count
-    std = (squares / count - mean * mean).clamp_min(0).sqrt()
-    return tuple((mean / 255).tolist()), tuple((std / 255).tolist())
+    """Per-channel mean and (population) std in [0, 1] units, exact, from 256-bin histograms."""
+    hist = torch.stack([torch.bincount(images[:, c].reshape(-1), minlength=256)
+                        for c in range(images.shape[1])]).to(torch.float64)
+    values = torch.arange(256, dtype=torch.float64) / 255
+    count = hist.sum(1)
+    mean = hist @ values / count
+    std = (hist @ (values * values) / count - mean * mean).clamp_min(0).sqrt()
+    return tuple(mean.tolist()), tuple(std.tolist())
 
 
 # ------------------------------------------------------------------- augment and batch

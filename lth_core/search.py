@@ -63,6 +63,12 @@ def evaluation_pairs(data: Dataset, name: str, cfg: SearchConfig) -> Tensor:
     return arc_pairs(images, cfg.arc_pairs, seed=derive_seed(name, "arcs", cfg.seed))
 
 
+def rewind(model: nn.Module, theta_init: dict[str, Tensor], masks: Masks) -> None:
+    """Algorithm 1, line 6: theta_init with every mask so far applied (buffers reset too)."""
+    model.load_state_dict(theta_init)
+    apply_masks(model, masks)
+
+
 def measure_stage(model: nn.Module, data: Dataset, pairs: Tensor, cfg: SearchConfig,
                   device: torch.device) -> dict[str, float]:
     """Validation and test accuracy and trajectory lengths of a trained stage."""
@@ -115,9 +121,7 @@ def _search_one(model_fn: Callable[[], nn.Module], data: Dataset, cfg: SearchCon
             continue
         if k > next_stage:  # cannot happen: stages are computed in order
             raise RuntimeError(f"{name} run {run}: checkpoint at stage {next_stage}, need {k}")
-        # Rewind: theta_init with every mask so far applied (Algorithm 1, line 6).
-        model.load_state_dict(theta_init)
-        apply_masks(model, mask_hist[k])
+        rewind(model, theta_init, mask_hist[k])
         resuming = train_state if k == next_stage else None
 
         def progress(info: dict[str, float], k: int = k) -> None:

@@ -183,7 +183,7 @@ def train_stage(
         if on_epoch is not None:
             on_epoch({**st, "model": _cpu_state(model),
                       "optimizer": copy.deepcopy(_optimizer_state_cpu(optimizer)),
-                      "best_state": best_state, "history": history})
+                      "best_state": best_state, "history": list(history)})
 
     return StageOutcome(state=best_state, best_val_acc=st["best_val_acc"],
                         best_epoch=st["best_epoch"], epochs=st["epoch"],

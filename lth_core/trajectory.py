@@ -91,9 +91,10 @@ def _arc_on_model(model: nn.Module, x0: Tensor, x1: Tensor, n_points: int) -> Te
 
 
 def _outputs(model: nn.Module, x0: Tensor, x1: Tensor, n_points: int) -> Tensor:
-    """Model outputs on the arc, (n_points, ...); caller handles eval mode / no_grad."""
+    """Model outputs on the arc, (n_points, ...), on the CPU (logits are small, and CPU SVD is
+    deterministic); the caller handles eval mode / no_grad."""
     batch = _arc_on_model(model, x0, x1, n_points)
-    return torch.cat([model(chunk) for chunk in batch.split(CHUNK)])
+    return torch.cat([model(chunk) for chunk in batch.split(CHUNK)]).cpu()
 
 
 def trajectory_length(

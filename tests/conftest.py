@@ -1,0 +1,22 @@
+"""Shared fixtures: tiny synthetic data and a seconds-long search config."""
+
+from __future__ import annotations
+
+import pytest
+
+from lth_core.config import SearchConfig, TrainConfig
+from lth_core.data import load_data
+
+TINY_DATA = "synthetic:600:200"
+
+
+@pytest.fixture(scope="session")
+def tiny_data():
+    return load_data(TINY_DATA)
+
+
+def tiny_config(**overrides) -> SearchConfig:
+    train = TrainConfig(lr=0.05, max_epochs=3, patience=3, batch_size=64)
+    base = dict(stages=3, arc_pairs=2, arc_points=64, hidden_arc_points=32, train=train)
+    base.update(overrides)
+    return SearchConfig(**base)

@@ -1,0 +1,90 @@
+import torch
+
+from lth_core.config import TrainConfig
+from lth_core.lamp import lamp_masks, prunable_weights
+from lth_core.models import build
+from lth_core.search import init_model, rewind
+from lth_core.store import ResultsStore
+from lth_core.train import evaluate, train_stage
+
+CPU = torch.device("cpu")
+
+
+def test_masks_hold_through_sgd_momentum_and_weight_decay(tiny_data, tmp_path):
+    torch.manual_seed(0)
+    model = build("lenet5")
+    masks = lamp_masks(model, 0.6)
+    rewind(model, {k: v.clone() for k, v in model.state_dict().items()}, masks)
+    cfg = TrainConfig(lr=0.1, momentum=0.9, weight_decay=5e-2, max_epochs=2, patience=2,
+                      batch_size=64)
+    seen = []
+    out = train_stage(model, masks, tiny_data, cfg, seed=0, device=CPU,
+                      on_epoch=lambda st: seen.append(st))
+    weights = prunable_weights(model)
+    for name, m in masks.items():
+        assert torch.all(weights[name][~m] == 0), f"{name}: pruned weight moved"
+        assert torch.all(out.state[name][~m] == 0)
+        assert torch.count_nonzero(weights[name][m]) > 0.9 * m.sum()
+    # momentum buffers of pruned weights never fill up either
+    mom = seen[-1]["optimizer"]["state"]
+    params = [n for n, _ in model.named_parameters()]
+    for idx, st in mom.items():
+        name = params[idx]
+        if name in masks:
+            assert torch.all(st["momentum_buffer"][~masks[name]] == 0)
+    # and the masks survive a checkpoint round trip
+    store = ResultsStore(tmp_path)
+    store.save_checkpoint("lenet5", 0, {"masks": [masks], "state": out.state})
+    back = store.load_checkpoint("lenet5", 0)
+    for name, m in masks.items():
+        assert torch.equal(back["masks"][0][name], m)
+        assert torch.all(back["state"][name][~m] == 0)
+
+
+def test_rewind_restores_initial_weights_exactly():
+    theta_model = init_model(lambda: build("resnet32"), seed=123)
+    theta = {k: v.clone() for k, v in theta_model.state_dict().items()}
+    model = init_model(lambda: build("resnet32"), seed=123)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in theta.items())
+    masks = lamp_masks(model, 0.3)
+    with torch.no_grad():  # "training"
+        for p in model.parameters():
+            p.add_(1.0)
+        for b in model.buffers():
+            b.add_(1)
+    rewind(model, theta, masks)
+    sd = model.state_dict()
+    for k, v in theta.items():
+        if k in masks:
+            assert torch.equal(sd[k][masks[k]], v[masks[k]])
+            assert torch.all(sd[k][~masks[k]] == 0)
+        else:
+            assert torch.equal(sd[k], v)
+
+
+def test_early_stopping_keeps_best_validation_weights(tiny_data):
+    torch.manual_seed(0)
+    model = build("lenet5")
+    cfg = TrainConfig(lr=0.05, max_epochs=6, patience=2, batch_size=64)
+    out = train_stage(model, None, tiny_data, cfg, seed=1, device=CPU)
+    accs = [h["val_acc"] for h in out.history]
+    assert out.best_epoch == accs.index(max(accs)) + 1
+    assert out.best_val_acc == max(accs)
+    assert out.epochs == len(accs) <= cfg.max_epochs
+    if out.epochs < cfg.max_epochs:  # stopped early: exactly `patience` epochs without gain
+        assert out.epochs - out.best_epoch == cfg.patience
+    model.load_state_dict(out.state)
+    assert evaluate(model, tiny_data.val, tiny_data, CPU) == out.best_val_acc
+
+
+def test_resumed_stage_equals_uninterrupted(tiny_data):
+    cfg = TrainConfig(lr=0.05, max_epochs=3, patience=3, batch_size=64)
+    states = []
+    model = init_model(lambda: build("lenet5"), 5)
+    full = train_stage(model, None, tiny_data, cfg, seed=9, device=CPU,
+                       on_epoch=lambda st: states.append(st))
+    model2 = init_model(lambda: build("lenet5"), 5)
+    resumed = train_stage(model2, None, tiny_data, cfg, seed=9, device=CPU, resume=states[0])
+    assert [h["val_acc"] for h in full.history] == [h["val_acc"] for h in resumed.history]
+    for k, v in full.state.items():
+        assert torch.equal(v, resumed.state[k]), k
