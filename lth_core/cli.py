@@ -134,9 +134,9 @@ def _report(args: argparse.Namespace) -> int:
     order += sorted(set(df["arch"]) - set(order))
     t = table2(df, select_on=args.select_on, order=order)
     if args.format == "csv":
-        print(t.to_csv(index=False), end="")
+        print(t.reset_index().to_csv(index=False), end="")
     elif args.format == "json":
-        print(t.to_json(orient="records", indent=1))
+        print(t.reset_index().to_json(orient="records", indent=1))
     else:
         print(format_table2(t))
     return 0

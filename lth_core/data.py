@@ -20,7 +20,7 @@ import pickle
 import tarfile
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,7 +185,8 @@ def _synthetic(n_train: int, n_test: int) -> tuple[Split, Split, list[str]]:
     n_classes, n = 10, n_train + n_test
     grids = torch.rand(n_classes, 3, 5, 5, generator=g)
     templates = F.interpolate(grids, size=(40, 40), mode="bicubic", align_corners=False)
-    labels = (torch.arange(n) % n_classes)[torch.randperm(n, generator=g)]
+    labels = torch.cat([(torch.arange(k) % n_classes)[torch.randperm(k, generator=g)]
+                        for k in (n_train, n_test)])  # balanced classes in each split
     distractors = (labels + torch.randint(1, n_classes, (n,), generator=g)) % n_classes
     rows = torch.randint(0, 9, (n, 1), generator=g) + torch.arange(IMAGE_SIZE)
     cols = torch.randint(0, 9, (n, 1), generator=g) + torch.arange(IMAGE_SIZE)
@@ -273,13 +274,12 @@ def _read_tar(path: Path) -> tuple[Split, Split, list[str]]:
 
 
 def _read_folder(path: Path) -> dict[str, bytes]:
-    """Every image file under ``path``, keyed by its relative posix path."""
-    files = {}
-    for f in path.rglob("*"):
-        rel = f.relative_to(path).as_posix()
-        if _is_image_path(rel) and f.is_file():
-            files[rel] = f.read_bytes()
-    return files
+    """The tree's image files, keyed by relative posix path; the layout is checked first."""
+    found = {f.relative_to(path).as_posix(): f for f in path.rglob("*")}
+    rels = [rel for rel, f in found.items() if _is_image_path(rel) and f.is_file()]
+    prefix = _tree_prefix(rels, str(path))
+    wanted = (f"{prefix}train/", f"{prefix}test/")
+    return {rel: found[rel].read_bytes() for rel in rels if rel.startswith(wanted)}
 
 
 def _decode_tree(files: dict[str, bytes], where: str) -> tuple[Split, Split, list[str]]:
@@ -288,7 +288,7 @@ def _decode_tree(files: dict[str, bytes], where: str) -> tuple[Split, Split, lis
     Images are sorted by path, and classes alphabetically, so the result never depends on
     the order files were listed or archived in.
     """
-    prefix = _tree_prefix(files)
+    prefix = _tree_prefix(files, where)
     by_split: dict[str, list[tuple[str, str]]] = {"train": [], "test": []}
     for rel in sorted(files):
         parts = rel[len(prefix):].split("/") if rel.startswith(prefix) else []
@@ -312,16 +312,16 @@ def _decode_tree(files: dict[str, bytes], where: str) -> tuple[Split, Split, lis
     return decode(by_split["train"]), decode(by_split["test"]), classes
 
 
-def _tree_prefix(files: dict[str, bytes]) -> str:
-    """"" when train/ and test/ sit at the top, "wrapper/" for one wrapping directory."""
+def _tree_prefix(files: Collection[str], where: str) -> str:
+    """The path prefix of train/ and test/: "" at the top, "wrapper/" inside one folder."""
     tops = sorted({rel.split("/", 1)[0] for rel in files})
     candidates = [""] + ([f"{tops[0]}/"] if len(tops) == 1 else [])
     for prefix in candidates:
         if all(any(r.startswith(f"{prefix}{s}/") for r in files) for s in ("train", "test")):
             return prefix
-    raise DataSpecError("expected an image-folder tree with train/<class>/* and test/<class>/* "
-                        f"images (optionally inside one top-level folder), found {len(files)} "
-                        "images elsewhere")
+    raise DataSpecError(f"{where}: expected an image-folder tree with train/<class>/* and "
+                        "test/<class>/* images (optionally inside one top-level folder), found "
+                        f"{len(files)} images elsewhere")
 
 
 def _decode_image(data: bytes, where: str) -> np.ndarray:
@@ -465,9 +465,9 @@ def _normalize(images: torch.Tensor, m: torch.Tensor, s: torch.Tensor) -> torch.
 def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Random crop (4-pixel zero padding) + random horizontal flip of a uint8 batch.
 
-    Offsets (two ``randint(0, 9, (B,))`` draws: rows, then columns) and flips (one
-    ``randint(0, 2, (B,))``) come from the CPU ``generator``, so the output is the same on
-    every device; the crop is one advanced-indexing gather from the padded batch.
+    Offsets (two ``randint(0, 9, (B, 1))`` draws: rows, then columns) and flips (one
+    ``randint(0, 2, (B, 1))``) come from the CPU ``generator``, so the output is the same on
+    every device; the crop is a gather of rows, then of columns, from the padded batch.
     """
     b, _, h, w = images.shape
     pad = 4
@@ -479,15 +479,12 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 def _crop(images: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """``out[i, c, y, x] = images[i, c, rows[i, y], cols[i, x]]``: one gather for the batch."""
-    dev = images.device
-    return images[torch.arange(images.shape[0], device=dev)[:, None, None, None],
-                  torch.arange(images.shape[1], device=dev)[None, :, None, None],
-                  rows.to(dev)[:, None, :, None],
-                  cols.to(dev)[:, None, None, :]]
-
-
-_augment = augment  # `batches` has a parameter of the same name
+    """``out[i, c, y, x] = images[i, c, rows[i, y], cols[i, x]]``: two batched gathers."""
+    b, c, _, w = images.shape
+    rows, cols = rows.to(images.device), cols.to(images.device)
+    h_out, w_out = rows.shape[1], cols.shape[1]
+    picked = images.gather(2, rows[:, None, :, None].expand(b, c, h_out, w))
+    return picked.gather(3, cols[:, None, None, :].expand(b, c, h_out, w_out))
 
 
 def batches(
@@ -506,12 +503,17 @@ def batches(
 
     The permutation (drawn first) and augmentations (one draw per batch) come only from the
     CPU ``generator``. Batches are gathered where ``split`` lives (no copy of the whole split
-    when it is already on ``device``) and moved to ``device`` one at a time.
+    when it is already on ``device``) and moved to ``device`` one at a time. Arguments are
+    checked at the call, the permutation is drawn at the first ``next``.
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     if (shuffle or augment) and generator is None:
         raise ValueError("shuffle/augment need an explicit CPU torch.Generator")
+    return _epoch(split, batch_size, mean, std, device, shuffle, augment, generator, drop_last)
+
+
+def _epoch(split, batch_size, mean, std, device, shuffle, do_augment, generator, drop_last):
     n = len(split)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     order = order.to(split.images.device)
@@ -521,8 +523,8 @@ def batches(
         idx = order[start:start + batch_size]
         x = split.images[idx].to(device, non_blocking=True)
         y = split.labels[idx].to(device, non_blocking=True)
-        if augment:
-            x = _augment(x, generator)
+        if do_augment:
+            x = augment(x, generator)
         yield _normalize(x, m, s), y
 
 

@@ -263,3 +263,40 @@ def test_hidden_trajectories_blocks_path():
     with torch.no_grad():
         out = model(arc(x0, x1, 25))
     np.testing.assert_allclose(traj[-1][1], project_2d(out).numpy(), rtol=1e-5, atol=1e-6)
+
+
+class Probe(nn.Module):
+    """Records the numeric settings its forward runs under."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(D, 3)
+        self.seen: list[tuple[bool, bool, bool, bool]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(
+            (
+                torch.backends.cudnn.allow_tf32,
+                torch.backends.cuda.matmul.allow_tf32,
+                torch.is_autocast_enabled("cpu"),
+                torch.is_grad_enabled(),
+            )
+        )
+        return self.lin(x.flatten(1))
+
+
+def test_measured_in_full_precision_and_settings_restored():
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    before = cudnn.allow_tf32, matmul.allow_tf32
+    model = Probe()
+    x0, x1 = orthonormal_pair()
+    try:
+        cudnn.allow_tf32 = matmul.allow_tf32 = True
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            trajectory_length(model, x0, x1, n_points=8)
+            hidden_trajectories(model, x0, x1, n_points=8)
+            assert torch.is_autocast_enabled("cpu")
+        assert (cudnn.allow_tf32, matmul.allow_tf32) == (True, True)
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32 = before
+    assert model.seen == [(False, False, False, False)] * 2

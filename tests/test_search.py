@@ -1,0 +1,165 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY_DATA, tiny_config
+from torch import nn
+
+from lth_core.models import build
+from lth_core.search import ticket_search
+from lth_core.store import CorruptRecordWarning, ResultsStore, StoreError, load_results
+
+COMPARED = ["arch", "run", "stage", "density", "n_weights", "val_acc", "test_acc", "traj_len",
+            "traj_len_2d", "epochs", "best_epoch"]
+
+
+def _search(results, runs=1, **cfg):
+    from conftest import tiny_config as tc
+
+    from lth_core.data import load_data
+
+    return ticket_search(lambda: build("lenet5"), load_data(TINY_DATA), tc(**cfg),
+                         name="lenet5", runs=runs, results=results, progress=False)
+
+
+def test_search_records_every_stage_with_provenance(tmp_path):
+    df = _search(tmp_path, runs=2)
+    assert len(df) == 6
+    assert sorted(df["stage"].unique()) == [0, 1, 2]
+    for k, d in df.groupby("stage")["density"].first().items():
+        assert abs(d - 0.84**k) < 1e-3
+    for col in ["data_checksum", "torch_version", "device", "git_commit", "config"]:
+        assert df[col].notna().all()
+    assert json.loads(df["config"][0])["prune_rate"] == 0.16
+    arcs = ResultsStore(tmp_path).read_hidden("lenet5", 0, 1)
+    assert arcs[0][0] == "input" and arcs[-1][1].shape == (32, 2)
+
+
+def test_same_command_gives_identical_numbers(tmp_path):
+    a = _search(tmp_path / "a")
+    b = _search(tmp_path / "b")
+    assert a[COMPARED].equals(b[COMPARED])
+
+
+def test_rerun_skips_finished_stages(tmp_path):
+    first = _search(tmp_path)
+    mtimes = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("stage-*.json")}
+    t0 = time.perf_counter()
+    again = _search(tmp_path)
+    assert time.perf_counter() - t0 < 10
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("stage-*.json")} == mtimes
+    assert first[COMPARED].equals(again[COMPARED])
+
+
+def test_more_stages_continue_a_finished_search(tmp_path):
+    short = _search(tmp_path, stages=2)
+    longer = _search(tmp_path, stages=3)
+    assert longer[longer.stage < 2][COMPARED].equals(short[COMPARED])
+    reference = _search(tmp_path / "ref", stages=3)
+    assert longer[COMPARED].equals(reference[COMPARED])
+
+
+def test_corrupt_record_is_reported_and_recomputed(tmp_path):
+    ref = _search(tmp_path)
+    bad = tmp_path / "lenet5" / "run-000" / "stage-1.json"
+    bad.write_text(bad.read_text()[:50])
+    with pytest.warns(CorruptRecordWarning, match="stage-1.json"):
+        partial = load_results(tmp_path)
+    assert len(partial) == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CorruptRecordWarning)
+        again = _search(tmp_path)
+    assert again[COMPARED].equals(ref[COMPARED])
+
+
+def test_other_setup_in_same_folder_is_refused(tmp_path):
+    _search(tmp_path)
+    with pytest.raises(StoreError, match="prune_rate"):
+        _search(tmp_path, prune_rate=0.2)
+
+
+def test_locked_run_is_left_to_its_owner(tmp_path):
+    store = ResultsStore(tmp_path)
+    with store.lock("lenet5", 0) as held:
+        assert held
+        df = _search(tmp_path, runs=2)
+        assert ticket_search.last_report.skipped_locked == [0]
+    assert sorted(df["run"].unique()) == [1]
+    lock = tmp_path / "lenet5" / "run-000" / ".lock"  # a dead owner's lock is broken
+    lock.write_text(json.dumps({"host": os.uname().nodename, "pid": 999999999, "time": 0}))
+    assert sorted(_search(tmp_path, runs=2)["run"].unique()) == [0, 1]
+
+
+def test_diverging_run_is_reported_and_others_go_on(tmp_path):
+    from lth_core.config import TrainConfig
+
+    _search(tmp_path, train=TrainConfig(lr=1e12, max_epochs=2, patience=2, batch_size=64),
+            runs=2)
+    failed = ticket_search.last_report.failed
+    assert sorted(failed) == [0, 1]
+    assert "lenet5 run 0 stage 0" in failed[0] and "diverged" in failed[0]
+
+
+def test_search_on_a_user_module(tmp_path, tiny_data):
+    class Tiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+                                          nn.AdaptiveAvgPool2d(4), nn.Flatten())
+            self.fc = nn.Linear(128, 10)
+
+        def forward(self, x):
+            return self.fc(self.features(x))
+
+    df = ticket_search(Tiny, tiny_data, tiny_config(stages=2), name="tiny", runs=1,
+                       results=tmp_path, progress=False)
+    assert list(df["stage"]) == [0, 1]
+    assert df["density"][1] == pytest.approx(0.84, abs=1e-2)
+    names = [n for n, _ in ResultsStore(tmp_path).read_hidden("tiny", 0, 0)]
+    assert names == ["input", "features", "fc"]
+
+
+CLI = [sys.executable, "-m", "lth_core", "search", "--arch", "lenet5", "--runs", "2",
+       "--stages", "3", "--max-epochs", "4", "--patience", "4", "--batch-size", "64",
+       "--data", TINY_DATA, "--no-progress", "--device", "cpu"]
+
+
+def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
+    """Kill the CLI at several moments (mid-stage, right after a record); results match."""
+    ref = tmp_path / "ref"
+    subprocess.run(CLI + ["--results", str(ref)], check=True, capture_output=True)
+    expected = load_results(ref)[COMPARED]
+
+    killed = tmp_path / "killed"
+    for wait_for in ["run-000/ckpt/state.pt", "run-000/stage-1.json", "run-001/ckpt/state.pt"]:
+        proc = subprocess.Popen(CLI + ["--results", str(killed)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        target = killed / "lenet5" / wait_for
+        deadline = time.time() + 120
+        while not target.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    done = subprocess.run(CLI + ["--results", str(killed)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    got = load_results(killed)[COMPARED]
+    assert got.equals(expected)
+    assert not list(Path(killed).rglob("*.tmp"))
+
+
+def test_cli_and_api_give_bit_identical_numbers(tmp_path):
+    """CPU results are bit-identical between processes (not only within one)."""
+    a = subprocess.run(CLI + ["--results", str(tmp_path / "a"), "--runs", "1"], check=True,
+                       capture_output=True)
+    assert a.returncode == 0
+    first = load_results(tmp_path / "a")[COMPARED]
+    b = _search(tmp_path / "b", train=__import__("lth_core").TrainConfig(
+        lr=0.05, max_epochs=4, patience=4, batch_size=64))
+    assert torch.tensor(first["test_acc"].to_numpy()).equal(torch.tensor(b["test_acc"].to_numpy()))
