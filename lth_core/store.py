@@ -119,8 +119,9 @@ class ResultsStore:
             except ValueError as err:
                 _warn_corrupt(path, err)
                 old = None
-            if old is not None and old != meta:
-                diff = _first_difference(old, meta)
+            # Fields added to the configs after a folder was started do not count against it.
+            if old is not None and _restrict(meta, old) != old:
+                diff = _first_difference(old, _restrict(meta, old))
                 raise StoreError(f"{self.root / arch} holds results of another setup ({diff}); "
                                  "use another --results directory")
             if old is not None:
@@ -218,6 +219,13 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _restrict(new: Any, old: Any) -> Any:
+    """``new`` limited to the keys ``old`` has, recursively."""
+    if isinstance(new, dict) and isinstance(old, dict):
+        return {k: _restrict(new[k], old[k]) if k in new else None for k in old}
+    return new
 
 
 def _first_difference(old: Any, new: Any, prefix: str = "") -> str:
