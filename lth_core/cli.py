@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cifar10 | synthetic | path to a CIFAR-10 root, image folder or .tar.gz")
     s.add_argument("--results", default="results")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    s.add_argument("--population", type=_positive_int, default=None,
+                   help="runs trained at once as one vectorised model (default: from the "
+                        "device's memory; 1 trains runs one by one)")
     s.add_argument("--no-progress", action="store_true")
 
     r = sub.add_parser("report", help="print Table 2 from stored results", allow_abbrev=False)
@@ -107,7 +110,7 @@ def _search(args: argparse.Namespace) -> int:
         try:
             ticket_search(lambda arch=arch: build(arch), data, cfg, name=arch, runs=runs,
                           results=args.results, device=args.device,
-                          progress=not args.no_progress)
+                          population=args.population, progress=not args.no_progress)
         except (StoreError, ValueError) as err:
             return _fail(str(err))
         report = ticket_search.last_report  # type: ignore[attr-defined]

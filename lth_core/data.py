@@ -28,6 +28,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch import Tensor
+
+PAD = 4  # pixels of zero padding for the random crop
 
 __all__ = [
     "DataSpecError",
@@ -470,12 +473,20 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     every device; the crop is a gather of rows, then of columns, from the padded batch.
     """
     b, _, h, w = images.shape
-    pad = 4
-    rows = torch.randint(0, 2 * pad + 1, (b, 1), generator=generator) + torch.arange(h)
-    cols = torch.randint(0, 2 * pad + 1, (b, 1), generator=generator) + torch.arange(w)
+    return apply_augment(images, *draw_augment(b, h, w, generator))
+
+
+def draw_augment(b: int, h: int, w: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """The random part of ``augment``: source rows and columns (flip folded in) per image."""
+    rows = torch.randint(0, 2 * PAD + 1, (b, 1), generator=generator) + torch.arange(h)
+    cols = torch.randint(0, 2 * PAD + 1, (b, 1), generator=generator) + torch.arange(w)
     flip = torch.randint(0, 2, (b, 1), generator=generator).bool()
-    cols = torch.where(flip, cols.flip(1), cols)
-    return _crop(F.pad(images, (pad, pad, pad, pad)), rows, cols)
+    return rows, torch.where(flip, cols.flip(1), cols)
+
+
+def apply_augment(images: torch.Tensor, rows: Tensor, cols: Tensor) -> torch.Tensor:
+    """The deterministic part of ``augment``: pad, then crop at ``rows`` x ``cols``."""
+    return _crop(F.pad(images, (PAD, PAD, PAD, PAD)), rows, cols)
 
 
 def _crop(images: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
@@ -513,18 +524,36 @@ def batches(
     return _epoch(split, batch_size, mean, std, device, shuffle, augment, generator, drop_last)
 
 
-def _epoch(split, batch_size, mean, std, device, shuffle, do_augment, generator, drop_last):
-    n = len(split)
+def epoch_plan(
+    n: int, batch_size: int, *, shuffle: bool, augment: bool, generator: torch.Generator | None,
+    drop_last: bool = False, image_hw: tuple[int, int] = (32, 32),
+) -> Iterator[tuple[Tensor, Tensor | None, Tensor | None]]:
+    """The random draws of one epoch, in order: ``(indices, rows, cols)`` per batch (CPU).
+
+    Drawing is kept apart from gathering so a population of runs can draw each member's plan
+    from its own generator and then gather every member's batch in one device operation.
+    """
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-    order = order.to(split.images.device)
-    m, s = _stats_tensors(mean, std, device)
     stop = n - n % batch_size if drop_last else n
     for start in range(0, stop, batch_size):
         idx = order[start:start + batch_size]
+        if augment:
+            yield (idx, *draw_augment(len(idx), *image_hw, generator))
+        else:
+            yield idx, None, None
+
+
+def _epoch(split, batch_size, mean, std, device, shuffle, do_augment, generator, drop_last):
+    m, s = _stats_tensors(mean, std, device)
+    plan = epoch_plan(len(split), batch_size, shuffle=shuffle, augment=do_augment,
+                      generator=generator, drop_last=drop_last,
+                      image_hw=tuple(split.images.shape[2:]))
+    for idx, rows, cols in plan:
+        idx = idx.to(split.images.device)
         x = split.images[idx].to(device, non_blocking=True)
         y = split.labels[idx].to(device, non_blocking=True)
-        if do_augment:
-            x = augment(x, generator)
+        if rows is not None:
+            x = apply_augment(x, rows, cols)
         yield _normalize(x, m, s), y
 
 

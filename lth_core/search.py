@@ -9,8 +9,8 @@ epoch, so an interrupted search resumes where it stopped and ends with the same 
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from .config import SearchConfig, to_dict
 from .data import Dataset, normalize
 from .lamp import PRUNERS, Masks, apply_masks, density, full_masks
+from .population import Member, Population, train_population_stage
 from .provenance import provenance
 from .seeding import derive_seed
 from .store import ResultsStore, load_results
@@ -95,64 +96,146 @@ def stage_record(name: str, run: int, stage: int, masks: Masks, outcome: StageOu
     }
 
 
-def _search_one(model_fn: Callable[[], nn.Module], data: Dataset, cfg: SearchConfig,
-                name: str, run: int, store: ResultsStore, device: torch.device,
-                pairs: Tensor, bar: tqdm | None) -> None:
-    """Compute every missing stage of one run, resuming from its checkpoint."""
-    seed = run_seed(name, run, cfg)
-    model = init_model(model_fn, seed).to(device)
-    ckpt = store.load_checkpoint(name, run)
-    if ckpt is not None:
-        theta_init, mask_hist = ckpt["theta_init"], ckpt["masks"]
-        next_stage, train_state = ckpt["stage"], ckpt["train_state"]
-    else:
-        theta_init = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        mask_hist, next_stage, train_state = [full_masks(model)], 0, None
+class _Run:
+    """One run's progress: initial weights, masks of every stage, next stage, resume state."""
 
-    def save(stage: int, tstate: dict[str, Any] | None) -> None:
-        store.save_checkpoint(name, run, {"theta_init": theta_init, "masks": mask_hist,
-                                          "stage": stage, "train_state": tstate})
-        store.heartbeat(name, run)
+    def __init__(self, model_fn: Callable[[], nn.Module], name: str, run: int,
+                 cfg: SearchConfig, store: ResultsStore):
+        self.name, self.run, self.cfg, self.store = name, run, cfg, store
+        self.seed = run_seed(name, run, cfg)
+        ckpt = store.load_checkpoint(name, run)
+        if ckpt is not None:
+            self.theta_init, self.masks = ckpt["theta_init"], ckpt["masks"]
+            self.next_stage, self.train_state = ckpt["stage"], ckpt["train_state"]
+        else:
+            model = init_model(model_fn, self.seed)
+            self.theta_init = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            self.masks, self.next_stage, self.train_state = [full_masks(model)], 0, None
 
-    for k in range(cfg.stages):
-        if store.read_record(name, run, k) is not None and k < next_stage:
-            if bar is not None:
-                bar.update(1)
-            continue
-        if k > next_stage:  # cannot happen: stages are computed in order
-            raise RuntimeError(f"{name} run {run}: checkpoint at stage {next_stage}, need {k}")
-        rewind(model, theta_init, mask_hist[k])
-        resuming = train_state if k == next_stage else None
+    def needs(self, k: int) -> bool:
+        """Stage k must be (re)computed: not reached yet, or its record is missing/corrupt."""
+        return k >= self.next_stage or self.store.read_record(self.name, self.run, k) is None
 
-        def progress(info: dict[str, float], k: int = k) -> None:
-            if bar is not None:
-                bar.set_postfix(run=run, stage=k, epoch=info["epoch"],
-                                val=f"{info['val_acc']:.2f}")
+    def stage_seed(self, k: int) -> int:
+        return derive_seed(self.seed, "stage", k)
 
-        on_epoch = (lambda st, k=k: save(k, st)) if k == next_stage else None
-        try:
-            outcome = train_stage(model, mask_hist[k], data, cfg.train,
-                                  seed=derive_seed(seed, "stage", k), device=device,
-                                  resume=resuming, on_epoch=on_epoch, progress=progress)
-        except TrainingDiverged as err:
-            raise TrainingDiverged(f"{name} run {run} stage {k}: {err}") from None
+    def rewound(self, k: int) -> dict[str, Tensor]:
+        """Algorithm 1, line 6, as a state dict: theta_init masked by every mask so far."""
+        state = dict(self.theta_init)
+        for n, m in self.masks[k].items():
+            state[n] = self.theta_init[n] * m
+        return state
+
+    def resume_state(self, k: int) -> dict[str, Any] | None:
+        return self.train_state if k == self.next_stage else None
+
+    def save(self, tstate: dict[str, Any] | None = None) -> None:
+        self.store.save_checkpoint(self.name, self.run, {
+            "theta_init": self.theta_init, "masks": self.masks, "stage": self.next_stage,
+            "train_state": tstate})
+        self.store.heartbeat(self.name, self.run)
+
+    def finish(self, k: int, model: nn.Module, outcome: StageOutcome, data: Dataset,
+               pairs: Tensor, device: torch.device) -> None:
+        """Measure the trained stage, write its record, then prune (line 5) if it is new."""
         model.load_state_dict(outcome.state)
-        measured = measure_stage(model, data, pairs, cfg, device)
-        store.write_record(stage_record(name, run, k, mask_hist[k], outcome, measured, cfg,
-                                        data, device))
-        if run < cfg.hidden_runs:
+        measured = measure_stage(model, data, pairs, self.cfg, device)
+        self.store.write_record(stage_record(self.name, self.run, k, self.masks[k], outcome,
+                                             measured, self.cfg, data, device))
+        if self.run < self.cfg.hidden_runs:
             x0, x1 = pairs[0].to(device)
-            store.write_hidden(name, run, k, hidden_trajectories(model, x0, x1,
-                                                                 cfg.hidden_arc_points))
-        if k == next_stage:
-            # Prune (line 5); masks for every stage are kept so any stage can be recomputed.
-            pruner = PRUNERS[cfg.pruner]
-            new = pruner(model, cfg.prune_rate, mask_hist[k], seed=derive_seed(seed, "prune", k))
-            mask_hist = mask_hist[: k + 1] + [{n: m.cpu() for n, m in new.items()}]
-            next_stage, train_state = k + 1, None
-            save(next_stage, None)
+            self.store.write_hidden(self.name, self.run, k, hidden_trajectories(
+                model, x0, x1, self.cfg.hidden_arc_points))
+        if k == self.next_stage:
+            pruner = PRUNERS[self.cfg.pruner]
+            new = pruner(model, self.cfg.prune_rate, self.masks[k],
+                         seed=derive_seed(self.seed, "prune", k))
+            # masks of every stage are kept so that any stage can be recomputed later
+            self.masks = self.masks[: k + 1] + [{n: m.cpu() for n, m in new.items()}]
+            self.next_stage, self.train_state = k + 1, None
+            self.save()
+
+
+def _bar_progress(bar: tqdm | None, label: str, k: int) -> Callable[[dict[str, float]], None]:
+    def progress(info: dict[str, float]) -> None:
+        if bar is not None:
+            bar.set_postfix(runs=label, stage=k, epoch=info["epoch"],
+                            val=f"{info['val_acc']:.2f}")
+    return progress
+
+
+def _search_single(model_fn: Callable[[], nn.Module], data: Dataset, run: _Run,
+                   device: torch.device, pairs: Tensor, bar: tqdm | None) -> None:
+    """Compute every missing stage of one run, resuming from its checkpoint."""
+    model = init_model(model_fn, run.seed).to(device)
+    for k in range(run.cfg.stages):
+        if run.needs(k):
+            model.load_state_dict(run.rewound(k))
+            on_epoch = (lambda st: run.save(st)) if k == run.next_stage else None
+            try:
+                outcome = train_stage(model, run.masks[k], data, run.cfg.train,
+                                      seed=run.stage_seed(k), device=device,
+                                      resume=run.resume_state(k), on_epoch=on_epoch,
+                                      progress=_bar_progress(bar, str(run.run), k))
+            except TrainingDiverged as err:
+                raise TrainingDiverged(f"{run.name} run {run.run} stage {k}: {err}") from None
+            run.finish(k, model, outcome, data, pairs, device)
         if bar is not None:
             bar.update(1)
+
+
+def _search_population(model_fn: Callable[[], nn.Module], data: Dataset, runs: list[_Run],
+                       device: torch.device, pairs: Tensor, bar: tqdm | None,
+                       failed: dict[int, str]) -> None:
+    """Stage by stage, train every run that needs the stage as one population."""
+    model = init_model(model_fn, 0).to(device)
+    live = list(runs)
+    label = f"{runs[0].run}-{runs[-1].run}"
+    for k in range(runs[0].cfg.stages):
+        todo = [r for r in live if r.needs(k)]
+        if todo:
+            members = [Member(state=r.rewound(k), masks=r.masks[k], seed=r.stage_seed(k),
+                              resume=r.resume_state(k)) for r in todo]
+
+            def on_epoch(i: int, st: dict[str, Any], todo: list[_Run] = todo, k: int = k):
+                if k == todo[i].next_stage:
+                    todo[i].save(st)
+
+            outcomes = train_population_stage(model_fn, members, data, runs[0].cfg.train,
+                                              device=device, on_epoch=on_epoch,
+                                              progress=_bar_progress(bar, label, k))
+            for r, out in zip(todo, outcomes, strict=True):
+                if isinstance(out, TrainingDiverged):
+                    failed[r.run] = f"{r.name} run {r.run} stage {k}: {out}"
+                    tqdm.write(f"error: {failed[r.run]}; the other runs go on", file=sys.stderr)
+                    live.remove(r)
+                else:
+                    r.finish(k, model, out, data, pairs, device)
+        if bar is not None:
+            bar.update(len(live))
+
+
+def auto_population(model_fn: Callable[[], nn.Module], cfg: SearchConfig,
+                    device: torch.device, n_runs: int) -> int:
+    """How many runs to train at once: 8 on CPU; on a GPU, as many as ~60% of free memory
+    holds, measured from the peak memory of one training step at population sizes 1 and 2."""
+    if device.type != "cuda":
+        return max(1, min(n_runs, 8))
+    peaks = []
+    x = torch.zeros(cfg.train.batch_size, 3, 32, 32)
+    for s in (1, 2):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        states = [init_model(model_fn, i).state_dict() for i in range(s)]
+        pop = Population(model_fn, states, [None] * s, cfg.train, device)
+        xs = x.to(device).expand(s, *x.shape).contiguous()
+        pop.train_step(xs, torch.zeros(s, x.shape[0], dtype=torch.long, device=device), 0.0)
+        peaks.append(torch.cuda.max_memory_allocated(device) - base)
+        del pop, xs
+    per_member = max(peaks[1] - peaks[0], 1)
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(1, min(n_runs, 64, int(0.6 * free / per_member)))
 
 
 def ticket_search(
@@ -164,12 +247,15 @@ def ticket_search(
     runs: int | Iterable[int] = 1,
     results: str | Path = "results",
     device: str | torch.device = "auto",
+    population: int | None = 1,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Run (or resume) ticket search for ``runs`` of ``model_fn`` and return its records.
 
-    ``runs`` is a count (runs 0..n-1) or explicit run indices. Runs held by another process
-    (a live lock) are skipped; a run that diverges is reported and the others go on.
+    ``runs`` is a count (runs 0..n-1) or explicit run indices. ``population`` runs are
+    trained at once by the vectorised engine (``None``: as many as the device holds). Runs
+    held by another process (a live lock) are skipped; a run that diverges is reported and
+    the others go on.
     Returns ``load_results(results)`` restricted to ``name``.
     """
     cfg = cfg or SearchConfig()
@@ -178,27 +264,39 @@ def ticket_search(
     run_ids = list(range(runs)) if isinstance(runs, int) else list(runs)
     if not run_ids or min(run_ids) < 0:
         raise ValueError("runs must be >= 1")
+    if population is not None and population < 1:
+        raise ValueError(f"population must be >= 1, got {population}")
     store = ResultsStore(results)
     store.check_search(name, search_meta(name, cfg, data))
     pairs = evaluation_pairs(data, name, cfg)
+    size = population or auto_population(model_fn, cfg, dev, len(run_ids))
     report = SearchReport([], [], {})
     bar = tqdm(total=len(run_ids) * cfg.stages, desc=f"{name}", disable=not progress,
                unit="stage", file=sys.stderr)
     try:
-        for r in run_ids:
-            with store.lock(name, r) as held:
-                if not held:
-                    report.skipped_locked.append(r)
-                    bar.update(cfg.stages)
+        pending = list(run_ids)
+        while pending:
+            with ExitStack() as stack:  # lock one group at a time, so other processes share
+                mine = []
+                while pending and len(mine) < size:
+                    r = pending.pop(0)
+                    if stack.enter_context(store.lock(name, r)):
+                        mine.append(r)
+                    else:
+                        report.skipped_locked.append(r)
+                        bar.update(cfg.stages)
+                if not mine:
                     continue
-                t0 = time.perf_counter()
-                try:
-                    _search_one(model_fn, data, cfg, name, r, store, dev, pairs, bar)
-                    report.finished.append(r)
-                except TrainingDiverged as err:
-                    report.failed[r] = str(err)
-                    tqdm.write(f"error: {err}; the other runs go on", file=sys.stderr)
-                del t0
+                group = [_Run(model_fn, name, r, cfg, store) for r in mine]
+                if len(group) == 1:
+                    try:
+                        _search_single(model_fn, data, group[0], dev, pairs, bar)
+                    except TrainingDiverged as err:
+                        report.failed[group[0].run] = str(err)
+                        tqdm.write(f"error: {err}; the other runs go on", file=sys.stderr)
+                else:
+                    _search_population(model_fn, data, group, dev, pairs, bar, report.failed)
+                report.finished += [g.run for g in group if g.run not in report.failed]
     finally:
         bar.close()
     ticket_search.last_report = report  # type: ignore[attr-defined]

@@ -1,0 +1,301 @@
+"""Population engine: S ticket-search runs of one architecture trained as one vectorised model.
+
+Parameters, buffers, masks and momentum of the S members are stacked along a leading axis and
+the model runs under ``torch.func.vmap`` + ``functional_call``; one SGD step updates every
+member. Each member keeps its own data order and augmentation (drawn from its own generator,
+exactly as a single run draws them), its own learning-rate position, its own early-stopping
+state and best-validation weights. A member that stops is dropped from the stack, so it no
+longer changes and no longer costs compute. Checkpoints are written per member in the same
+format as a single run's, so either engine can resume the other's runs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+from .config import TrainConfig
+from .data import Dataset, Split, _stats_tensors, apply_augment, epoch_plan
+from .lamp import Masks
+from .seeding import derive_seed
+from .train import StageOutcome, TrainingDiverged, autocast, lr_at
+
+
+class Population:
+    """S models of one architecture, stacked, with a masked SGD step equal to torch's SGD."""
+
+    def __init__(self, model_fn: Callable[[], nn.Module], states: Sequence[dict[str, Tensor]],
+                 masks: Sequence[Masks | None], cfg: TrainConfig, device: torch.device | str,
+                 momentum: Sequence[dict[str, Tensor] | None] | None = None):
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.base = model_fn().to(self.device)
+        self.param_names = [n for n, _ in self.base.named_parameters()]
+        self.buffer_names = [n for n, _ in self.base.named_buffers()]
+        self.size = len(states)
+        dev = self.device
+        self.params = {n: torch.stack([s[n] for s in states]).to(dev).requires_grad_()
+                       for n in self.param_names}
+        self.buffers = {n: torch.stack([s[n] for s in states]).to(dev) for n in self.buffer_names}
+        mask_names = sorted({n for m in masks if m for n in m})
+        self.masks = {n: torch.stack([m[n] if m else torch.ones_like(self.params[n][0],
+                                                                      dtype=torch.bool)
+                                      for m in masks]).to(dev) for n in mask_names}
+        # Momentum buffers, or None before the first step (torch's SGD semantics).
+        self.momentum: dict[str, Tensor] | None = None
+        if momentum is not None and all(m is not None for m in momentum):
+            self.momentum = {n: torch.stack([m[n] for m in momentum]).to(dev)
+                             for n in self.param_names}
+
+        def fwd(p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor) -> Tensor:
+            return functional_call(self.base, (p, b), (x,))
+
+        self._train_fwd = vmap(fwd, in_dims=(0, 0, 0), randomness="different")
+        self._eval_fwd = vmap(fwd, in_dims=(0, 0, None))
+
+    # -- training ----------------------------------------------------------------------------
+    def train_step(self, x: Tensor, y: Tensor, lrs: Tensor | float) -> Tensor:
+        """One masked SGD step for every member; x is (S, B, ...), y (S, B). Returns (S,) loss."""
+        self.base.train()
+        with autocast(self.device, self.cfg.amp):
+            logits = self._train_fwd(self.params, self.buffers, x)
+        s, b = y.shape
+        losses = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none",
+                                 label_smoothing=self.cfg.label_smoothing).view(s, b).mean(1)
+        names = self.param_names
+        grads = list(torch.autograd.grad(losses.sum(), [self.params[n] for n in names]))
+        self._sgd(names, grads, torch.as_tensor(lrs, dtype=torch.float32, device=self.device))
+        return losses.detach()
+
+    @torch.no_grad()
+    def _sgd(self, names: list[str], grads: list[Tensor], lrs: Tensor) -> None:
+        cfg = self.cfg
+        for i, n in enumerate(names):
+            if n in self.masks:
+                grads[i].mul_(self.masks[n])
+        params = [self.params[n] for n in names]
+        if cfg.weight_decay:
+            torch._foreach_add_(grads, params, alpha=cfg.weight_decay)
+        if cfg.momentum:
+            if self.momentum is None:
+                self.momentum = {n: g.clone() for n, g in zip(names, grads, strict=True)}
+            else:
+                bufs = [self.momentum[n] for n in names]
+                torch._foreach_mul_(bufs, cfg.momentum)
+                torch._foreach_add_(bufs, grads)
+            bufs = [self.momentum[n] for n in names]
+            if cfg.nesterov:
+                torch._foreach_add_(grads, bufs, alpha=cfg.momentum)
+            else:
+                grads = [buf.clone() for buf in bufs]
+        lrs = lrs.to(params[0].dtype)
+        for p, g, n in zip(params, grads, names, strict=True):
+            p.sub_(g.mul_(lrs.view(-1, *([1] * (p.dim() - 1)))))
+            if n in self.masks:
+                p.mul_(self.masks[n])
+
+    # -- evaluation --------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, split: Split, mean: Sequence[float], std: Sequence[float],
+                 batch_size: int = 1000) -> Tensor:
+        """Top-1 accuracy (percent) of every member on ``split``, shape (S,), in eval mode."""
+        self.base.eval()
+        m, s = _stats_tensors(mean, std, self.device)
+        images, labels = split.images.to(self.device), split.labels.to(self.device)
+        correct = torch.zeros(self.size, dtype=torch.long, device=self.device)
+        for start in range(0, len(labels), batch_size):
+            x = images[start:start + batch_size].float().sub_(m).div_(s)
+            with autocast(self.device, self.cfg.amp):
+                logits = self._eval_fwd(self.params, self.buffers, x)
+            correct += (logits.argmax(-1) == labels[start:start + batch_size]).sum(1)
+        self.base.train()
+        return 100.0 * correct.double().cpu() / max(len(labels), 1)
+
+    # -- members -----------------------------------------------------------------------------
+    def keep(self, members: Sequence[int]) -> None:
+        """Keep only ``members`` (indices into the current stack), dropping the others."""
+        idx = torch.as_tensor(list(members), dtype=torch.long, device=self.device)
+        with torch.no_grad():
+            self.params = {n: p.index_select(0, idx).requires_grad_()
+                           for n, p in self.params.items()}
+            self.buffers = {n: b.index_select(0, idx) for n, b in self.buffers.items()}
+            self.masks = {n: m.index_select(0, idx) for n, m in self.masks.items()}
+            if self.momentum is not None:
+                self.momentum = {n: b.index_select(0, idx) for n, b in self.momentum.items()}
+        self.size = len(idx)
+
+    def member_state(self, i: int) -> dict[str, Tensor]:
+        """Member ``i`` as a CPU ``state_dict`` of the architecture."""
+        sd = self.base.state_dict()
+        stacked = {**self.params, **self.buffers}
+        return {k: stacked[k][i].detach().to("cpu", copy=True) for k in sd}
+
+    def member_optimizer_state(self, i: int, template: dict[str, Any]) -> dict[str, Any]:
+        """Member ``i``'s momentum as a ``torch.optim.SGD`` state dict (indices by parameter)."""
+        state = {}
+        if self.momentum is not None:
+            state = {j: {"momentum_buffer": self.momentum[n][i].detach().to("cpu", copy=True)}
+                     for j, n in enumerate(self.param_names)}
+        return {"state": state, "param_groups": template["param_groups"]}
+
+
+def population_batches(
+    split: Split, batch_size: int, *, mean: Sequence[float], std: Sequence[float],
+    device: torch.device | str, augment: bool, generators: Sequence[torch.Generator],
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """One epoch for every member at once: (x (S, B, 3, H, W) normalised, y (S, B)).
+
+    Member i's batches are exactly those ``data.batches`` draws from ``generators[i]``; the
+    gather, crop, flip and normalisation of all members happen in one device operation.
+    """
+    images = split.images.to(device)
+    labels = split.labels.to(device)
+    m, s = _stats_tensors(mean, std, device)
+    plans = [epoch_plan(len(split), batch_size, shuffle=True, augment=augment, generator=g,
+                        image_hw=tuple(split.images.shape[2:])) for g in generators]
+    for draws in zip(*plans, strict=True):
+        idx = torch.stack([d[0] for d in draws]).to(device, non_blocking=True)
+        x = images[idx.flatten()]
+        if augment:
+            rows = torch.cat([d[1] for d in draws])
+            cols = torch.cat([d[2] for d in draws])
+            x = apply_augment(x, rows, cols)
+        x = x.float().sub_(m).div_(s)
+        yield x.view(*idx.shape, *x.shape[1:]), labels[idx]
+
+
+@dataclass
+class Member:
+    """One run's stage to train: rewound weights, masks, seed, and an optional resume state."""
+
+    state: dict[str, Tensor]
+    masks: Masks | None
+    seed: int
+    resume: dict[str, Any] | None = None
+
+
+def train_population_stage(
+    model_fn: Callable[[], nn.Module],
+    members: Sequence[Member],
+    data: Dataset,
+    cfg: TrainConfig,
+    *,
+    device: torch.device,
+    on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
+    progress: Callable[[dict[str, float]], None] | None = None,
+) -> list[StageOutcome | TrainingDiverged]:
+    """Train every member's stage at once; per member, the same as ``train.train_stage``.
+
+    Returns, per member, its ``StageOutcome`` or the ``TrainingDiverged`` that stopped it
+    (the other members go on). ``on_epoch(member_index, state)`` gets each member's
+    checkpointable state, in ``train_stage``'s format.
+    """
+    n = len(members)
+    results: list[StageOutcome | TrainingDiverged | None] = [None] * n
+    track: list[dict[str, Any]] = []
+    for mb in members:
+        r = mb.resume
+        if r is not None:
+            track.append({**{k: r[k] for k in ("epoch", "best_val_acc", "best_epoch",
+                                               "bad_epochs", "train_seconds", "done")},
+                          "best_state": r["best_state"], "history": list(r["history"])})
+        else:
+            track.append({"epoch": 0, "best_val_acc": -1.0, "best_epoch": -1, "bad_epochs": 0,
+                          "train_seconds": 0.0, "done": False, "best_state": mb.state,
+                          "history": []})
+
+    def outcome(i: int) -> StageOutcome:
+        t = track[i]
+        return StageOutcome(state=t["best_state"], best_val_acc=t["best_val_acc"],
+                            best_epoch=t["best_epoch"], epochs=t["epoch"],
+                            train_seconds=t["train_seconds"], history=t["history"])
+
+    active = [i for i in range(n) if not track[i]["done"]]
+    for i in range(n):
+        if track[i]["done"]:
+            results[i] = outcome(i)
+    if not active:
+        return results  # type: ignore[return-value]
+
+    def start_state(i: int) -> dict[str, Tensor]:
+        return members[i].resume["model"] if members[i].resume else members[i].state
+
+    def start_momentum(i: int) -> dict[str, Tensor] | None:
+        r = members[i].resume
+        if r is None or not r["optimizer"]["state"]:
+            return None
+        names = [n for n, _ in template_model.named_parameters()]
+        return {names[int(j)]: v["momentum_buffer"] for j, v in r["optimizer"]["state"].items()}
+
+    template_model = model_fn()
+    from .train import make_optimizer  # the torch SGD whose state-dict format we write
+
+    opt_template = make_optimizer(template_model, cfg).state_dict()
+    momenta = [start_momentum(i) for i in active]
+    pop = Population(model_fn, [start_state(i) for i in active],
+                     [members[i].masks for i in active], cfg, device,
+                     momentum=momenta if all(m is not None for m in momenta) else None)
+    steps_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
+    train_split = data.train.to(device)
+
+    while active:
+        t0 = time.perf_counter()
+        epochs = [track[i]["epoch"] for i in active]
+        gens = [torch.Generator().manual_seed(derive_seed(members[i].seed, "epoch", e))
+                for i, e in zip(active, epochs, strict=True)]
+        torch.manual_seed(derive_seed(*(members[i].seed for i in active), "dropout", *epochs))
+        loss_sum = torch.zeros(len(active), dtype=torch.float64, device=device)
+        n_seen = 0
+        batches = population_batches(train_split, cfg.batch_size, mean=data.mean, std=data.std,
+                                     device=device, augment=cfg.augment, generators=gens)
+        for step, (x, y) in enumerate(batches):
+            lrs = torch.tensor([lr_at(cfg, e * steps_per_epoch + step, steps_per_epoch)
+                                for e in epochs])
+            losses = pop.train_step(x, y, lrs)
+            loss_sum += losses.double() * y.shape[1]
+            n_seen += y.shape[1]
+        train_losses = (loss_sum / max(n_seen, 1)).tolist()
+        val = pop.evaluate(data.val, data.mean, data.std, cfg.eval_batch_size).tolist()
+        elapsed = time.perf_counter() - t0
+        still = []
+        for pos, i in enumerate(active):
+            t = track[i]
+            if not math.isfinite(train_losses[pos]):
+                results[i] = TrainingDiverged(f"training diverged (loss {train_losses[pos]}) "
+                                              f"in epoch {t['epoch'] + 1}")
+                continue
+            t["train_seconds"] += elapsed
+            t["history"].append({"epoch": t["epoch"] + 1, "train_loss": train_losses[pos],
+                                 "val_acc": val[pos]})
+            if val[pos] > t["best_val_acc"]:
+                t.update(best_val_acc=val[pos], best_epoch=t["epoch"] + 1, bad_epochs=0,
+                         best_state=pop.member_state(pos))
+            else:
+                t["bad_epochs"] += 1
+            t["epoch"] += 1
+            t["done"] = t["bad_epochs"] >= cfg.patience or t["epoch"] >= cfg.max_epochs
+            if on_epoch is not None:
+                on_epoch(i, {**{k: t[k] for k in ("epoch", "best_val_acc", "best_epoch",
+                                                  "bad_epochs", "train_seconds", "done")},
+                             "model": pop.member_state(pos),
+                             "optimizer": pop.member_optimizer_state(pos, opt_template),
+                             "best_state": t["best_state"], "history": list(t["history"])})
+            if t["done"]:
+                results[i] = outcome(i)
+            else:
+                still.append(pos)
+        if progress is not None:
+            progress({"epoch": max(epochs) + 1, "active": len(still),
+                      "val_acc": max(val) if val else float("nan")})
+        if len(still) < len(active):
+            pop.keep(still)
+        active = [active[pos] for pos in still]
+    return results  # type: ignore[return-value]
