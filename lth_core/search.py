@@ -217,10 +217,12 @@ def _search_population(model_fn: Callable[[], nn.Module], data: Dataset, runs: l
 
 def auto_population(model_fn: Callable[[], nn.Module], cfg: SearchConfig,
                     device: torch.device, n_runs: int) -> int:
-    """How many runs to train at once: 8 on CPU; on a GPU, as many as ~60% of free memory
-    holds, measured from the peak memory of one training step at population sizes 1 and 2."""
+    """How many runs to train at once: on a GPU, as many as ~60% of free memory holds,
+    measured from the peak memory of one training step at population sizes 1 and 2. On a CPU
+    one: vmapped convolutions become grouped convolutions, whose CPU kernels are slower than
+    the members' convolutions one by one (see BENCHMARKS.md)."""
     if device.type != "cuda":
-        return max(1, min(n_runs, 8))
+        return 1
     peaks = []
     x = torch.zeros(cfg.train.batch_size, 3, 32, 32)
     for s in (1, 2):

@@ -61,7 +61,7 @@ def test_population_with_batchnorm_equals_runs_one_by_one(tiny_data):
         model.load_state_dict(m.state)
         one = train_stage(model, m.masks, tiny_data, cfg, seed=m.seed, device=CPU)
         for k, v in one.state.items():  # BN running statistics included
-            torch.testing.assert_close(pop.state[k].float(), v.float(), atol=1e-4, rtol=1e-3)
+            torch.testing.assert_close(pop.state[k].float(), v.float(), atol=1e-3, rtol=1e-2)
         assert abs(one.history[0]["val_acc"] - pop.history[0]["val_acc"]) <= 1.0
 
 

@@ -1,0 +1,1 @@
+"""Speed benchmarks, run as modules (``python -m benchmarks.<name>``); not part of lth_core."""
