@@ -168,20 +168,8 @@ def population_batches(
             rows = torch.cat([d[1] for d in draws])
             cols = torch.cat([d[2] for d in draws])
             x = apply_augment(x, rows, cols)
-        x = x.float().sub_(m).div_(s).view(*idx.shape, *x.shape[1:])
-        yield _member_channels_last(x), labels[idx]
-
-
-def _member_channels_last(x: Tensor) -> Tensor:
-    """(S, B, C, H, W) laid out in memory as (B, H, W, S, C).
-
-    Under vmap a convolution of S members becomes one grouped convolution over S*C channels;
-    this layout makes that input channels-last, which the grouped kernels run much faster
-    (a LeNet-5 population step on CPU: 0.40 s in the default layout, 0.28 s in this one).
-    """
-    s, b, c, h, w = x.shape
-    out = torch.empty((b, h, w, s, c), dtype=x.dtype, device=x.device).permute(3, 0, 4, 1, 2)
-    return out.copy_(x)
+        x = x.float().sub_(m).div_(s)
+        yield x.view(*idx.shape, *x.shape[1:]), labels[idx]
 
 
 @dataclass
