@@ -26,11 +26,15 @@ from .config import TrainConfig
 from .data import Dataset, Split, _stats_tensors, apply_augment, epoch_plan
 from .lamp import Masks
 from .seeding import derive_seed
-from .train import StageOutcome, TrainingDiverged, autocast, lr_at
+from .train import StageOutcome, TrainingDiverged, lr_at
 
 
 class Population:
-    """S models of one architecture, stacked, with a masked SGD step equal to torch's SGD."""
+    """S models of one architecture, stacked, with a masked SGD step equal to torch's SGD.
+
+    It runs in fp32 (TF32 convolutions on CUDA): under bf16 autocast the backward of vmapped
+    BatchNorm fails in torch 2.11 ("Expected running_mean to have type BFloat16").
+    """
 
     def __init__(self, model_fn: Callable[[], nn.Module], states: Sequence[dict[str, Tensor]],
                  masks: Sequence[Masks | None], cfg: TrainConfig, device: torch.device | str,
@@ -65,8 +69,7 @@ class Population:
     def train_step(self, x: Tensor, y: Tensor, lrs: Tensor | float) -> Tensor:
         """One masked SGD step for every member; x is (S, B, ...), y (S, B). Returns (S,) loss."""
         self.base.train()
-        with autocast(self.device, self.cfg.amp):
-            logits = self._train_fwd(self.params, self.buffers, x)
+        logits = self._train_fwd(self.params, self.buffers, x)
         s, b = y.shape
         losses = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none",
                                  label_smoothing=self.cfg.label_smoothing).view(s, b).mean(1)
@@ -113,8 +116,7 @@ class Population:
         correct = torch.zeros(self.size, dtype=torch.long, device=self.device)
         for start in range(0, len(labels), batch_size):
             x = images[start:start + batch_size].float().sub_(m).div_(s)
-            with autocast(self.device, self.cfg.amp):
-                logits = self._eval_fwd(self.params, self.buffers, x)
+            logits = self._eval_fwd(self.params, self.buffers, x)
             correct += (logits.argmax(-1) == labels[start:start + batch_size]).sum(1)
         self.base.train()
         return 100.0 * correct.double().cpu() / max(len(labels), 1)
