@@ -1,0 +1,39 @@
+"""Showing stage-dependent figures in both places a reader meets them.
+
+In JupyterLab an ipywidgets slider redraws the figure from stored results; in the static
+HTML book, where no kernel runs, a pre-rendered frame per stage sits behind a plain HTML
+range input. ``stage_slider`` emits both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+
+from .plots import figure_to_png_base64, static_stage_slider, widget_stage_slider
+
+
+def stage_frames(draw: Callable[[int], Figure], stages: list[int]) -> list[str]:
+    """One base64 PNG per stage (figures closed as soon as they are encoded)."""
+    frames = []
+    for k in stages:
+        fig = draw(k)
+        frames.append(figure_to_png_base64(fig))
+        plt.close(fig)
+    return frames
+
+
+def stage_slider(draw: Callable[[int], Figure], stages: list[int], title: str,
+                 slider_id: str, widget: bool = True):
+    """Display the static slider (for the HTML book) and, when asked, the live widget."""
+    from IPython.display import HTML, display
+
+    labels = [f"stage {k}" + (" (dense)" if k == 0 else "") for k in stages]
+    display(HTML(static_stage_slider(stage_frames(draw, stages), labels, title, slider_id)))
+    if widget:
+        box = widget_stage_slider(draw, stages)
+        display(box[0] if isinstance(box, tuple) else box)
+        return box
+    return None

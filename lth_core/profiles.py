@@ -1,0 +1,199 @@
+"""Experiment profiles of the book, and the one call its notebooks make to get results.
+
+``smoke`` runs in seconds on synthetic data (tests), ``quick`` is a real but small-budget
+experiment sized for a 2-core CPU, ``paper`` is the paper's full protocol (for GPUs).
+``ensure_results`` reads what a results folder holds and computes only what is missing,
+through the resumable search, so any chapter runs alone and chapters share runs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .config import SearchConfig, default_train_config
+from .models import ARCHITECTURES, build
+from .store import load_results
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+
+
+@dataclass
+class Profile:
+    """How much to compute: which architectures, how many runs, how long each stage trains."""
+
+    name: str
+    archs: list[str]
+    runs: int
+    stages: int = 5
+    data: str = "real"  # "real": the JPEG copy beside the checkout if present, else cifar10
+    train_overrides: dict[str, Any] = field(default_factory=dict)
+    search_overrides: dict[str, Any] = field(default_factory=dict)
+    baseline_archs: list[str] = field(default_factory=list)
+    baseline_runs: int = 0
+    note: str = ""
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        "smoke", ["lenet5"], runs=3, stages=3, data="synthetic",
+        train_overrides={"max_epochs": 2, "patience": 2, "batch_size": 64},
+        search_overrides={"arc_pairs": 2, "arc_points": 128, "hidden_arc_points": 48},
+        baseline_archs=["lenet5"], baseline_runs=2,
+        note="synthetic data, 2 epochs per stage: tests the machinery, measures nothing"),
+    "quick": Profile(
+        "quick", ["lenet5"], runs=3, baseline_archs=["lenet5"], baseline_runs=2,
+        note="real CIFAR-10, LeNet-5 only, 3 runs: a small budget, far from the paper's 50 "
+             "runs of 7 architectures"),
+    "paper": Profile(
+        "paper", list(ARCHITECTURES), runs=50, baseline_archs=["lenet5", "pnasnet_a"],
+        baseline_runs=10, note="the paper's protocol: 7 architectures x 50 runs x K=5"),
+}
+
+
+def get_profile(name: str) -> Profile:
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose from: {', '.join(PROFILES)}")
+    return PROFILES[name]
+
+
+def resolve_data(spec: str | None, profile: Profile) -> str:
+    """The data spec a profile uses: ``real`` means the JPEG copy when present, else cifar10."""
+    spec = spec or profile.data
+    if spec == "real":
+        return str(SHARED_DATA) if SHARED_DATA.exists() else "cifar10"
+    return spec
+
+
+def search_config(profile: Profile, arch: str, pruner: str = "lamp",
+                  prune_rate: float = 0.16, stages: int | None = None) -> SearchConfig:
+    return SearchConfig(stages=stages or profile.stages, prune_rate=prune_rate, pruner=pruner,
+                        train=default_train_config(arch, **profile.train_overrides),
+                        **profile.search_overrides)
+
+
+def results_dir(root: str | os.PathLike, pruner: str = "lamp") -> Path:
+    """LAMP results live in ``root``; baselines in ``root/<pruner>`` (kept apart on purpose)."""
+    return Path(root) if pruner == "lamp" else Path(root) / pruner
+
+
+def _complete(root: Path, arch: str, runs: int, stages: int) -> bool:
+    return all((root / arch / f"run-{r:03d}" / f"stage-{k}.json").exists()
+               for r in range(runs) for k in range(stages))
+
+
+def _check_setup(root: Path, arch: str, cfg: SearchConfig) -> None:
+    import json
+
+    from .config import to_dict
+    from .store import StoreError
+
+    path = root / arch / "search.json"
+    if not path.exists():
+        return
+    stored = json.loads(path.read_text()).get("config", {})
+    wanted = to_dict(cfg)
+    wanted.pop("stages")
+    diff = [k for k in stored if stored[k] != wanted.get(k, stored[k])]
+    if diff:
+        k = diff[0]
+        raise StoreError(f"{path.parent} holds runs of another setup ({k}: {stored[k]!r} "
+                         f"there, {wanted[k]!r} for this profile); use another results_dir")
+
+
+def ensure_results(
+    profile: str | Profile,
+    *,
+    results: str | os.PathLike = "results",
+    data: str | None = None,
+    archs: list[str] | None = None,
+    runs: int | None = None,
+    stages: int | None = None,
+    prune_rate: float = 0.16,
+    pruner: str = "lamp",
+    device: str = "auto",
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Records of ``archs`` x ``runs`` x ``stages``; computes (resumably) whatever is missing.
+
+    Data is loaded only when something has to be computed, so a book built from stored
+    results needs no data set.
+    """
+    prof = get_profile(profile) if isinstance(profile, str) else profile
+    archs = archs or prof.archs
+    runs = runs or prof.runs
+    stages = stages or prof.stages
+    root = results_dir(results, pruner)
+    for arch in archs:  # stored runs of another setup must not pass for this profile's
+        _check_setup(root, arch, search_config(prof, arch, pruner, prune_rate, stages))
+    missing = [a for a in archs if not _complete(root, a, runs, stages)]
+    if missing:
+        from .data import load_data
+        from .search import ticket_search
+
+        dataset = load_data(resolve_data(data, prof))
+        for arch in missing:
+            cfg = search_config(prof, arch, pruner, prune_rate, stages)
+            ticket_search(lambda a=arch: build(a), dataset, cfg, name=arch, runs=runs,
+                          results=root, device=device, progress=progress)
+    df = load_results(root)
+    keep = df["arch"].isin(archs) & (df["run"] < runs) & (df["stage"] < stages)
+    return df[keep].reset_index(drop=True)
+
+
+def provenance_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Where each architecture's numbers came from, read from the records themselves."""
+    import json
+
+    rows = []
+    for arch, g in df.groupby("arch", sort=False):
+        cfg = json.loads(g["config"].iloc[0])
+        t = cfg["train"]
+        rows.append({
+            "architecture": arch,
+            "runs": g["run"].nunique(),
+            "stages (K)": int(g["stage"].max()) + 1,
+            "data": f"{g['data_name'].iloc[0]} (sha256 {g['data_checksum'].iloc[0][:12]})",
+            "hardware": "; ".join(sorted(g["device"].unique())),
+            "torch": "; ".join(sorted(g["torch_version"].unique())),
+            "code commit": "; ".join(sorted(c[:12] for c in g["git_commit"].unique())),
+            "pruner": cfg["pruner"],
+            "recipe": (f"SGD lr {t['lr']} (cosine), momentum {t['momentum']}, wd "
+                       f"{t['weight_decay']}, batch {t['batch_size']}, <= {t['max_epochs']} "
+                       f"epochs, patience {t['patience']}"),
+            "training time (h)": round(g["wall_time_s"].sum() / 3600, 2),
+        })
+    return pd.DataFrame(rows)
+
+
+def deviations(df: pd.DataFrame) -> list[str]:
+    """Every way the results in ``df`` depart from the paper's protocol, from the records."""
+    import json
+
+    out = ["Training recipe chosen by us (the paper gives none): see the recipe column."]
+    runs = df.groupby("arch")["run"].nunique()
+    stages = df.groupby("arch")["stage"].max() + 1
+    for arch in runs.index:
+        if runs[arch] < 50:
+            out.append(f"{arch}: {runs[arch]} runs instead of the paper's 50.")
+        if stages[arch] != 5:
+            out.append(f"{arch}: K = {stages[arch]} stages instead of 5.")
+    absent = [a for a in ARCHITECTURES if a not in set(df["arch"])]
+    if absent:
+        out.append("Architectures not computed at this budget: " + ", ".join(absent) + ".")
+    names = set(df["data_name"])
+    if "cifar10" not in names:
+        out.append(f"Data: {', '.join(sorted(names))} instead of the original CIFAR-10 "
+                   "(the JPEG copy's pixels differ slightly; synthetic data measures nothing).")
+    rates = {json.loads(c)["prune_rate"] for c in df["config"].unique()}
+    if rates != {0.16}:
+        out.append(f"Prune rate {sorted(rates)} instead of 0.16.")
+    out.append("LeNet-5 has 62,006 parameters (the paper's 61K is the one-channel classic).")
+    out.append("LTS uses the printed definition mean A_gain(Best Sparse) x SR; the paper's "
+               "own LTS column does not follow from its other columns.")
+    return out
