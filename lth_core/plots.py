@@ -1,0 +1,372 @@
+"""The paper's figures (1-6) and a few of our own, plus the stage sliders of the book.
+
+Every function returns a `matplotlib.figure.Figure` built with the object-oriented API (no
+pyplot state, no `show`), so it works headless (Agg) and in notebooks alike. Architectures go
+on the x axis in order of parameter count, as in the paper. Bar-chart functions take a
+`metrics.table2`-style table (index = arch); where the table has `<col>_lo`/`<col>_hi` columns
+(from `claims.bootstrap_ci`) they become error bars, and `paper=` overlays the printed values.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import re
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.axes import Axes
+from matplotlib.collections import LineCollection
+from matplotlib.figure import Figure
+from torch import Tensor, nn
+
+from .lamp import PRUNERS, lamp_scores, prunable_weights
+from .models import PARAM_COUNTS, build
+from .paper import PAPER_NAMES
+
+SMALL = (5.0, 3.0)
+
+
+def _order(archs) -> list[str]:
+    archs = list(dict.fromkeys(archs))
+    return sorted(archs, key=lambda a: (a not in PARAM_COUNTS, PARAM_COUNTS.get(a, 0)))
+
+
+def _name(arch: str) -> str:
+    return PAPER_NAMES.get(arch, arch)
+
+
+def _figure(size: tuple[float, float] = SMALL) -> tuple[Figure, Axes]:
+    fig = Figure(figsize=size, layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def _arch_axis(ax: Axes, archs: list[str]) -> None:
+    ax.set_xticks(range(len(archs)), [_name(a) for a in archs], rotation=30, ha="right")
+    ax.set_xlabel("architecture (ascending # parameters)")
+
+
+def _yerr(table: pd.DataFrame, archs: list[str], col: str, std: str | None):
+    """Asymmetric CI bars from <col>_lo/_hi when present, else +-std, else none."""
+    if f"{col}_lo" in table.columns:
+        v, lo, hi = (table.loc[archs, c].to_numpy(float) for c in (col, f"{col}_lo", f"{col}_hi"))
+        return np.vstack([v - lo, hi - v])
+    if std is not None and std in table.columns:
+        return table.loc[archs, std].to_numpy(float)
+    return None
+
+
+def _bar_figure(table: pd.DataFrame, col: str, ylabel: str, title: str, std: str | None = None,
+                paper: pd.DataFrame | None = None, paper_col: str | None = None) -> Figure:
+    archs = _order(table.index)
+    fig, ax = _figure()
+    x = np.arange(len(archs))
+    ax.bar(x, table.loc[archs, col].to_numpy(float), yerr=_yerr(table, archs, col, std),
+           capsize=3, color="tab:blue", label="ours")
+    if paper is not None:
+        shown = [a for a in archs if a in paper.index]
+        ax.plot([archs.index(a) for a in shown], paper.loc[shown, paper_col or col], "D",
+                color="tab:red", label="paper")
+        ax.legend(fontsize="small")
+    _arch_axis(ax, archs)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.axhline(0, color="black", linewidth=0.6)
+    return fig
+
+
+def fig_success_rate(table: pd.DataFrame, paper: pd.DataFrame | None = None) -> Figure:
+    """Fig. 2: success rate (%) per architecture."""
+    fig = _bar_figure(table, "sr", "success rate (%)", "Ticket search success rate", paper=paper)
+    fig.axes[0].set_ylim(0, 105)
+    return fig
+
+
+def _gain_col(table: pd.DataFrame) -> tuple[str, str]:
+    """A_gain column of a table2 ("best_sparse_a_gain_mean") or bootstrap table ("a_gain")."""
+    if "best_sparse_a_gain_mean" in table.columns:
+        return "best_sparse_a_gain_mean", "best_sparse_a_gain_std"
+    return "a_gain", "a_gain_std"
+
+
+def fig_accuracy_gain(table: pd.DataFrame, paper: pd.DataFrame | None = None) -> Figure:
+    """Fig. 3: Best Sparse A_gain (%) over successful runs, +-std (or CI) error bars."""
+    col, std = _gain_col(table)
+    return _bar_figure(table, col, "accuracy gain (%)", "Best Sparse accuracy gain", std=std,
+                       paper=paper, paper_col="best_sparse_a_gain_mean")
+
+
+def fig_lts(table: pd.DataFrame, paper: pd.DataFrame | None = None) -> Figure:
+    """Fig. 4: LTS score per architecture (ours: A_gain x SR/100, the printed definition)."""
+    return _bar_figure(table, "lts", "LTS score", "Lottery ticket search score", paper=paper)
+
+
+def fig_tl_gain(table: pd.DataFrame) -> Figure:
+    """Fig. 5: TL_gain (%) of Best Sparse vs Sparsest Matching, side by side, +-std."""
+    archs = _order(table.index)
+    fig, ax = _figure()
+    x = np.arange(len(archs))
+    for i, (kind, label) in enumerate([("best_sparse", "Best Sparse"),
+                                       ("sparsest_matching", "Sparsest Matching")]):
+        ax.bar(x + (i - 0.5) * 0.4, table.loc[archs, f"{kind}_tl_gain_mean"].to_numpy(float),
+               width=0.4, yerr=table.loc[archs, f"{kind}_tl_gain_std"].to_numpy(float),
+               capsize=2, label=label)
+    _arch_axis(ax, archs)
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_ylabel("trajectory length gain (%)")
+    ax.set_title("Expressive power of winning tickets")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def fig_tl_by_stage(tl_by_stage: pd.DataFrame, stage: int | None = None) -> Figure:
+    """Fig. 6: mean TL_gain (%) vs pruning stage, one line per arch; `stage` is marked."""
+    fig, ax = _figure()
+    for arch in _order(tl_by_stage["arch"]):
+        g = tl_by_stage[tl_by_stage["arch"] == arch].sort_values("stage")
+        (line,) = ax.plot(g["stage"], g["tl_gain_mean"], "o-", markersize=3, label=_name(arch))
+        if stage is not None:
+            at = g[g["stage"] == stage]
+            ax.scatter(at["stage"], at["tl_gain_mean"], s=60, color=line.get_color(), zorder=3)
+    if stage is not None:
+        ax.axvline(stage, color="grey", linestyle=":", linewidth=1)
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_xticks(sorted(tl_by_stage["stage"].unique()))
+    ax.set_xlabel("pruning stage")
+    ax.set_ylabel("trajectory length gain (%)")
+    ax.set_title("Trajectory length gain through the stages")
+    ax.legend(fontsize="x-small")
+    return fig
+
+
+def fig_accuracy_by_stage(df: pd.DataFrame, stage: int | None = None,
+                          arch: str | None = None) -> Figure:
+    """Test accuracy vs stage, one thin line per run, dashed mean dense accuracy.
+
+    Winning tickets (stages beating their run's dense accuracy) are filled dots; `stage` is
+    marked with a vertical line. `arch` picks one architecture when `df` holds several.
+    """
+    archs = list(df["arch"].unique())
+    if arch is None and len(archs) > 1:
+        raise ValueError(f"df holds several architectures ({', '.join(archs)}); pass arch=")
+    arch = arch or archs[0]
+    d = df[df["arch"] == arch]
+    fig, ax = _figure()
+    for _, g in d.groupby("run"):
+        g = g.sort_values("stage")
+        ax.plot(g["stage"], g["test_acc"], "-", color="tab:blue", alpha=0.4, linewidth=1)
+        dense = g.loc[g["stage"] == 0, "test_acc"]
+        if len(dense):
+            won = g[(g["stage"] >= 1) & (g["test_acc"] >= dense.iloc[0])]
+            ax.scatter(won["stage"], won["test_acc"], s=12, color="tab:green", zorder=3)
+    ax.axhline(d.loc[d["stage"] == 0, "test_acc"].mean(), color="black", linestyle="--",
+               linewidth=1, label="dense (mean)")
+    if stage is not None:
+        ax.axvline(stage, color="tab:red", linestyle=":", linewidth=1.5, label=f"stage {stage}")
+    ax.set_xticks(sorted(d["stage"].unique()))
+    ax.set_xlabel("pruning stage")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{_name(arch)}: test accuracy per run")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def fig_hidden_arcs(arcs: list[tuple[str, np.ndarray]], title: str = "") -> Figure:
+    """Fig. 1: the input circle projected to 2D after each block, coloured by position t."""
+    n = len(arcs)
+    cols = min(n, 6)
+    rows = -(-n // cols)
+    fig = Figure(figsize=(1.6 * cols, 1.6 * rows + 0.4), layout="constrained")
+    for i, (name, xy) in enumerate(arcs):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        pts = np.vstack([xy, xy[:1]])  # close the curve
+        segs = np.stack([pts[:-1], pts[1:]], axis=1)
+        lc = LineCollection(segs, cmap="twilight", linewidth=1.5)
+        lc.set_array(np.linspace(0, 1, len(segs)))
+        ax.add_collection(lc)
+        ax.autoscale()
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(name, fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def fig_lamp_vs_magnitude(weight: Tensor | Mapping[str, Tensor]) -> Figure:
+    """LAMP score vs |w|, one line per layer.
+
+    Within a layer LAMP keeps the magnitude order; across layers the same |w| maps to
+    different scores, which is how LAMP shifts sparsity between layers unlike global magnitude.
+    """
+    layers = {"weight": weight} if isinstance(weight, Tensor) else dict(weight)
+    fig, ax = _figure()
+    for name, w in layers.items():
+        mag = w.detach().abs().flatten().double()
+        score = lamp_scores(w).flatten()
+        keep = mag > 0
+        order = torch.argsort(mag[keep])
+        ax.plot(mag[keep][order].numpy(), score[keep][order].numpy(), label=name)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("|w|")
+    ax.set_ylabel("LAMP score")
+    ax.set_title("LAMP score vs weight magnitude")
+    if len(layers) > 1:
+        ax.legend(fontsize="x-small")
+    return fig
+
+
+def layer_sparsity(model: nn.Module | str, stages: int, prune_rate: float,
+                   pruner: str = "lamp", seed: int = 0) -> pd.DataFrame:
+    """Per-layer density at each stage when `pruner` is applied `stages - 1` times.
+
+    `model` is a module or an architecture name (built freshly initialised). No training in
+    between: this shows how the pruner allocates sparsity on the given weights, not the
+    trained ones of a real search. Columns: stage, layer, position, n_weights, density.
+    """
+    model = build(model) if isinstance(model, str) else model
+    prune = PRUNERS[pruner]
+    weights = prunable_weights(model)
+    masks = None
+    rows = []
+    for k in range(stages):
+        if k > 0:
+            masks = prune(model, prune_rate, masks, seed=seed)
+        for i, (name, w) in enumerate(weights.items()):
+            alive = w.numel() if masks is None else int(masks[name].sum())
+            rows.append({"stage": k, "layer": name.removesuffix(".weight"), "position": i,
+                         "n_weights": w.numel(), "density": alive / w.numel()})
+    return pd.DataFrame(rows)
+
+
+def fig_layer_sparsity(per_layer: pd.DataFrame, title: str = "") -> Figure:
+    """Per-layer density (from `layer_sparsity`), one line per stage, layers in model order."""
+    layers = per_layer.drop_duplicates("position").sort_values("position")
+    fig, ax = _figure((max(5.0, 0.25 * len(layers)), 3.0))
+    for k, g in per_layer.groupby("stage"):
+        g = g.sort_values("position")
+        ax.plot(g["position"], g["density"], "o-", markersize=3, label=f"stage {k}")
+    if len(layers) <= 30:
+        ax.set_xticks(layers["position"], layers["layer"], rotation=60, ha="right",
+                      fontsize="x-small")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("density")
+    ax.set_ylim(0, 1.05)
+    ax.set_title(title or "Per-layer density by stage")
+    ax.legend(fontsize="x-small")
+    return fig
+
+
+# -- stage sliders ----------------------------------------------------------------------------
+
+def figure_to_png_base64(fig: Figure, dpi: int = 100) -> str:
+    """PNG of `fig`, base64-encoded (ASCII), for data: URIs and widget outputs."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+_SLIDER_CSS = """
+#{id} {{ font-family: sans-serif; max-width: 100%; }}
+#{id} .lth-stage-controls {{ display: flex; align-items: center; gap: 0.75em; }}
+#{id} .lth-stage-input {{ flex: 1; max-width: 24em; }}
+#{id} .lth-stage-frame {{ max-width: 100%; height: auto; display: block; }}
+#{id} .lth-stage-frame[hidden] {{ display: none; }}
+"""
+
+_SLIDER_JS = """
+(function () {{
+  var root = document.getElementById({id_js});
+  var input = root.querySelector(".lth-stage-input");
+  var label = root.querySelector(".lth-stage-label");
+  var frames = root.querySelectorAll(".lth-stage-frame");
+  var labels = {labels_js};
+  function show(i) {{
+    frames.forEach(function (f, j) {{ f.hidden = j !== i; }});
+    label.textContent = labels[i];
+    root.setAttribute("data-stage", String(i));
+  }}
+  input.addEventListener("input", function () {{ show(parseInt(input.value, 10)); }});
+  show(parseInt(input.value, 10));
+}})();
+"""
+
+
+def static_stage_slider(frames: list[str], labels: list[str], title: str,
+                        slider_id: str) -> str:
+    """Self-contained HTML: a range input that shows one of the base64 PNG `frames` at a time.
+
+    No external scripts or styles, so it works in a static book page and offline. Each frame
+    is one <img> with a data: URI (only the current one visible, the first without script).
+    Stable hooks for browser tests: container `.lth-stage-slider#<slider_id>` (attribute
+    data-stage = current index), `.lth-stage-input`, `.lth-stage-frame`, `.lth-stage-label`.
+    """
+    if len(frames) != len(labels) or not frames:
+        raise ValueError(f"need as many labels as frames (>= 1), got {len(frames)} frames "
+                         f"and {len(labels)} labels")
+    if not re.fullmatch(r"[A-Za-z][\w-]*", slider_id):
+        raise ValueError(f"slider_id must be a plain HTML id, got {slider_id!r}")
+    esc = html.escape
+    labels_js = json.dumps([str(x) for x in labels]).replace("</", "<\\/")
+    imgs = "\n".join(
+        f'<img class="lth-stage-frame" data-index="{i}" alt="{esc(title)}: {esc(str(lab))}"'
+        f'{"" if i == 0 else " hidden"} src="data:image/png;base64,{frame}">'
+        for i, (frame, lab) in enumerate(zip(frames, labels, strict=True))
+    )
+    return (
+        f'<div class="lth-stage-slider" id="{slider_id}" data-stage="0">\n'
+        f"<style>{_SLIDER_CSS.format(id=slider_id)}</style>\n"
+        f'<div class="lth-stage-title"><strong>{esc(title)}</strong></div>\n'
+        f'<div class="lth-stage-controls">'
+        f'<input type="range" class="lth-stage-input" id="{slider_id}-input" min="0" '
+        f'max="{len(frames) - 1}" step="1" value="0" aria-label="{esc(title)}">'
+        f'<span class="lth-stage-label" id="{slider_id}-label">{esc(str(labels[0]))}</span>'
+        f"</div>\n{imgs}\n"
+        f"<script>{_SLIDER_JS.format(id_js=json.dumps(slider_id), labels_js=labels_js)}"
+        f"</script>\n</div>"
+    )
+
+
+def widget_stage_slider(draw: Callable[[int], Figure], stages: list[int],
+                        description: str = "stage"):
+    """An ipywidgets VBox (IntSlider over `stages` + Output) that shows `draw(stage)`.
+
+    The returned box has `.slider`, `.output`, `.last_stage` and `.last_figure`. The figure is
+    put into the Output as PNG display data (set on `output.outputs`), which needs no running
+    kernel, so a test can move the slider and look at what was drawn.
+    """
+    import ipywidgets as widgets  # optional: only the interactive notebook needs it
+
+    stages = sorted(int(s) for s in stages)
+    if not stages or stages != list(range(stages[0], stages[-1] + 1)):
+        raise ValueError(f"stages must be consecutive integers, got {stages}")
+
+    class StageSlider(widgets.VBox):
+        def __init__(self) -> None:
+            slider = widgets.IntSlider(value=stages[0], min=stages[0], max=stages[-1], step=1,
+                                       description=description, continuous_update=False)
+            output = widgets.Output()
+            super().__init__(children=[slider, output])
+            self.slider, self.output = slider, output
+            self.last_stage: int | None = None
+            self.last_figure: Figure | None = None
+            slider.observe(lambda change: self.redraw(change["new"]), names="value")
+            self.redraw(stages[0])
+
+        def redraw(self, stage: int) -> None:
+            fig = draw(stage)
+            self.output.outputs = ({
+                "output_type": "display_data",
+                "data": {"image/png": figure_to_png_base64(fig),
+                         "text/plain": f"<Figure: {description} {stage}>"},
+                "metadata": {},
+            },)
+            self.last_stage, self.last_figure = stage, fig
+
+    return StageSlider()

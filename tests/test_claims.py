@@ -1,0 +1,138 @@
+"""Bootstrap CIs, the size trend, the noise-only null model and the pruner comparison."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lth_core.claims import (
+    bootstrap_ci,
+    compare_pruners,
+    null_model,
+    simulate_null,
+    size_trend,
+    spearman,
+)
+from lth_core.metrics import table2
+
+
+def make_results(accs: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Per-stage table from arch -> (runs, stages) test accuracies (val = test)."""
+    rows = []
+    for arch, a in accs.items():
+        for run, per_stage in enumerate(a):
+            for stage, acc in enumerate(per_stage):
+                rows.append(dict(arch=arch, run=run, stage=stage, density=0.84**stage,
+                                 val_acc=acc, test_acc=acc, traj_len=1.0, traj_len_2d=1.0))
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def two_archs() -> pd.DataFrame:
+    rng = np.random.default_rng(1)
+    return make_results({
+        "lenet5": 70 + rng.normal(0, 1, (10, 3)),
+        "resnet18": 93 + rng.normal(0, 0.3, (10, 3)),
+    })
+
+
+def test_bootstrap_ci_contains_point_and_matches_table2(two_archs):
+    ci = bootstrap_ci(two_archs, n_boot=500, seed=0)
+    t = table2(two_archs)
+    assert list(ci.index) == ["lenet5", "resnet18"]
+    for name, col in [("sr", "sr"), ("a_gain", "best_sparse_a_gain_mean"), ("lts", "lts")]:
+        np.testing.assert_allclose(ci[name], t.loc[ci.index, col])
+        assert (ci[f"{name}_lo"] <= ci[name]).all() and (ci[name] <= ci[f"{name}_hi"]).all()
+    assert (ci["n_runs"] == 10).all()
+    assert (ci["sr_lo"] >= 0).all() and (ci["sr_hi"] <= 100).all()
+
+
+def test_bootstrap_ci_is_deterministic(two_archs):
+    a = bootstrap_ci(two_archs, n_boot=300, seed=3)
+    pd.testing.assert_frame_equal(a, bootstrap_ci(two_archs, n_boot=300, seed=3))
+    assert not a.equals(bootstrap_ci(two_archs, n_boot=300, seed=4))
+    # An arch's CI does not depend on the other archs in the table.
+    alone = bootstrap_ci(two_archs[two_archs["arch"] == "resnet18"], n_boot=300, seed=3)
+    pd.testing.assert_frame_equal(alone, a.loc[["resnet18"]])
+
+
+def test_spearman_matches_ranks_and_handles_ties():
+    x, y = np.array([1, 2, 2, 3, 5.0]), np.array([4, 1, 1, 0, 2.0])
+    ref = np.corrcoef(pd.Series(x).rank(), pd.Series(y).rank())[0, 1]
+    assert spearman(x, y) == pytest.approx(ref)
+    assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert math.isnan(spearman([1, 2, 3], [1, 1, 1]))
+    np.testing.assert_allclose(spearman(np.array([[1, 2, 3]] * 2), [[1, 2, 3], [3, 2, 1]]),
+                               [1.0, -1.0])
+
+
+def _monotone(n_archs: int) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Every run succeeds; bigger archs gain less, so LTS falls strictly with size."""
+    rng = np.random.default_rng(0)
+    accs, params = {}, {}
+    for i in range(n_archs):
+        gain = 4.0 - i  # stage-1 gain in accuracy points
+        dense = 70 + rng.normal(0, 0.1, (6, 1))
+        accs[f"a{i}"] = np.hstack([dense, dense + gain + rng.normal(0, 0.05, (6, 1))])
+        params[f"a{i}"] = 1000 * 10**i
+    return make_results(accs), params
+
+
+def test_size_trend_monotone_and_exact_permutation_p():
+    df, params = _monotone(4)
+    out = size_trend(df, params, n_boot=200, seed=0)
+    assert out["archs"] == ["a0", "a1", "a2", "a3"]
+    assert out["rho"] == pytest.approx(-1.0)
+    assert out["rho_ci"] == pytest.approx((-1.0, -1.0))
+    assert out["permutation"] == "exact"
+    assert out["p_decreasing"] == pytest.approx(1 / 24)  # only the observed order of 4! = 24
+    assert out["p_value"] == pytest.approx(2 / 24)  # and its mirror image
+    assert out == size_trend(df, params, n_boot=200, seed=0)
+
+
+def test_size_trend_needs_three_archs_and_all_params():
+    df, params = _monotone(2)
+    out = size_trend(df, params, n_boot=50)
+    assert math.isnan(out["rho"]) and math.isnan(out["p_value"])
+    assert "at least 3" in out["message"]
+    with pytest.raises(ValueError, match="a1"):
+        size_trend(df, {"a0": 1})
+
+
+def test_null_model_matches_noise_only_data():
+    rng = np.random.default_rng(7)
+    dense = 70 + rng.normal(0, 0.5, (300, 1))
+    df = make_results({"lenet5": np.hstack([dense, dense + rng.normal(0, 0.5, (300, 4))])})
+    out = null_model(df, n_sim=4000, seed=0)
+    row = out.loc["lenet5"]
+    assert row["stages"] == 5 and row["n_runs"] == 300
+    assert row["sigma"] == pytest.approx(dense.std(ddof=1))
+    assert row["sr_null"] == pytest.approx(100 * (1 - 0.5**4), abs=1.5)
+    assert abs(row["sr_null"] - row["sr_measured"]) < 5
+    assert row["a_gain_null"] == pytest.approx(row["a_gain_measured"], rel=0.15)
+    pd.testing.assert_frame_equal(out, null_model(df, n_sim=4000, seed=0))
+    exch = null_model(df, n_sim=4000, seed=0, mode="exchangeable").loc["lenet5"]
+    assert exch["sr_null"] == pytest.approx(80.0, abs=2.5)  # 1 - 1/K
+
+
+def test_null_model_rejects_unknown_mode_and_simulate_null_seeded():
+    with pytest.raises(ValueError):
+        null_model(make_results({"x": np.ones((2, 2))}), mode="other")
+    assert simulate_null(70, 1, 5, n_sim=500, rng=3) == simulate_null(70, 1, 5, n_sim=500, rng=3)
+
+
+def test_compare_pruners(two_archs):
+    worse = two_archs.copy()
+    worse.loc[worse["stage"] > 0, "test_acc"] -= 5
+    worse["val_acc"] = worse["test_acc"]
+    out = compare_pruners({"lamp": two_archs, "random": worse})
+    assert list(out.index) == [("lenet5", "lamp"), ("lenet5", "random"),
+                               ("resnet18", "lamp"), ("resnet18", "random")]
+    assert list(out.columns) == ["n_runs", "sr", "a_gain_mean", "a_gain_std", "lts",
+                                 "dense_test_acc_mean"]
+    assert out.loc[("lenet5", "lamp"), "lts"] == pytest.approx(table2(two_archs).at["lenet5",
+                                                                                    "lts"])
+    assert (out.xs("random", level="pruner")["sr"] == 0).all()
