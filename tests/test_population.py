@@ -50,9 +50,12 @@ def test_population_equals_runs_one_by_one(tiny_data):
             assert torch.all(pop.state[n][~mask] == 0)
 
 
-def test_population_with_batchnorm_equals_runs_one_by_one(tiny_data):
+def test_population_with_batchnorm_equals_runs_one_by_one():
     """ResNet32 (BatchNorm, option-A shortcuts). Its early SGD is chaotic (a 1e-7 change of
     the weights grows to 1e-5 in one step at lr 0.05), so compare one epoch at a small lr."""
+    from lth_core.data import load_data
+
+    tiny_data = load_data("synthetic:240:60")  # 4 steps: ResNet32 is slow on a CPU
     fn, members = _members("resnet32")
     cfg = TrainConfig(lr=0.002, max_epochs=1, patience=1, batch_size=64)
     pops = train_population_stage(fn, members[:2], tiny_data, cfg, device=CPU)

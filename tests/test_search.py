@@ -156,10 +156,10 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
 
 def test_cli_and_api_give_bit_identical_numbers(tmp_path):
     """CPU results are bit-identical between processes (not only within one)."""
-    a = subprocess.run(CLI + ["--results", str(tmp_path / "a"), "--runs", "1"], check=True,
-                       capture_output=True)
+    a = subprocess.run(CLI + ["--results", str(tmp_path / "a"), "--runs", "1", "--stages", "2"],
+                       check=True, capture_output=True)
     assert a.returncode == 0
     first = load_results(tmp_path / "a")[COMPARED]
-    b = _search(tmp_path / "b", train=__import__("lth_core").TrainConfig(
+    b = _search(tmp_path / "b", stages=2, train=__import__("lth_core").TrainConfig(
         lr=0.05, max_epochs=4, patience=4, batch_size=64))
     assert torch.tensor(first["test_acc"].to_numpy()).equal(torch.tensor(b["test_acc"].to_numpy()))
