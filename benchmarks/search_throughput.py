@@ -25,7 +25,6 @@ import functools
 import gc
 import json
 import os
-import platform
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -43,6 +42,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from lth_core.config import TrainConfig
 from lth_core.data import Dataset, Split, batches, load_data
 from lth_core.models import ARCHITECTURES, build
+from lth_core.provenance import cpu_model
 from lth_core.search import init_model
 from lth_core.train import autocast, lr_at, make_optimizer, resolve_device
 
@@ -83,17 +83,6 @@ class Timing:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def cpu_model() -> str:
-    """The CPU's marketing name, from /proc/cpuinfo where there is one."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:
