@@ -4,9 +4,14 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SHARED_DATA := ../shared/data/cifar10-jpeg.tar.gz
-DATA ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),cifar10)
-RESULTS ?= results
-RUNS ?= 3
+# Book profile: smoke (seconds, synthetic data), quick (real CIFAR-10, 2-core CPU budget),
+# paper (the paper's protocol, for GPUs).
+PROFILE ?= quick
+# smoke runs on its own synthetic data and keeps its records out of results/
+DATA ?= $(if $(filter smoke,$(PROFILE)),,$(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),cifar10))
+RESULTS ?= $(if $(filter smoke,$(PROFILE)),_build/results-smoke,results)
+DEVICE ?= auto
+OUT ?= _build
 
 .PHONY: venv test lint book
 
@@ -24,8 +29,9 @@ lint: venv
 test: venv lint
 	$(PY) -m pytest
 
-# Until the book lands: LeNet-5 ticket search on real CIFAR-10 with the default recipe
-# (resumable: rerunning it finishes what is missing), then Table 2 from the results.
+# The executable book: papermill runs every notebook of _toc.yml into $(OUT)/book-src
+# (resumable: results already in $(RESULTS) are reused), then jupyter-book renders the
+# static, offline site into $(OUT)/html (open $(OUT)/html/index.html). Needs npm.
 book: venv
-	$(PY) -m lth_core search --arch lenet5 --runs $(RUNS) --stages 5 --data $(DATA) --results $(RESULTS)
-	$(PY) -m lth_core report --results $(RESULTS)
+	$(PY) book/build.py --profile $(PROFILE) --results $(RESULTS) --device $(DEVICE) \
+		--out $(OUT) $(if $(DATA),--data $(DATA))
