@@ -163,3 +163,21 @@ def test_cli_and_api_give_bit_identical_numbers(tmp_path):
     b = _search(tmp_path / "b", stages=2, train=__import__("lth_core").TrainConfig(
         lr=0.05, max_epochs=4, patience=4, batch_size=64))
     assert torch.tensor(first["test_acc"].to_numpy()).equal(torch.tensor(b["test_acc"].to_numpy()))
+
+
+def test_population_search_matches_one_by_one_and_continues(tmp_path):
+    """``population=2`` trains both runs at once: same records as one by one (LeNet-5 on
+    tiny data is not chaotic at this scale), and a longer search continues from it."""
+    single = _search(tmp_path / "single", runs=2)
+    from lth_core.data import load_data
+
+    data = load_data(TINY_DATA)
+    short = ticket_search(lambda: build("lenet5"), data, tiny_config(stages=2), name="lenet5",
+                          runs=2, results=tmp_path / "pop", population=2, progress=False)
+    assert len(short) == 4
+    longer = ticket_search(lambda: build("lenet5"), data, tiny_config(), name="lenet5", runs=2,
+                           results=tmp_path / "pop", population=2, progress=False)
+    exact = ["arch", "run", "stage", "density", "n_weights", "val_acc", "test_acc", "epochs",
+             "best_epoch"]
+    assert longer[exact].equals(single[exact])
+    assert (longer["traj_len"] - single["traj_len"]).abs().max() < 1e-3 * single["traj_len"].max()
