@@ -135,13 +135,15 @@ def table2(
     Dense statistics are over all runs (its gains are 0 by definition); Best Sparse and Sparsest
     Matching statistics are over the successful runs only. LTS = mean Best Sparse A_gain x SR/100
     (the printed definition); it is 0 when no run succeeds, since then TS brings nothing.
+    An architecture with no pruned stage stored (K = 1) has no SR or LTS: both are NaN.
     """
     s = run_summary(df, select_on=select_on, traj=traj)
+    pruned = set(df.loc[df["stage"] > 0, "arch"])
     rows = {}
     for arch in _arch_order(list(s["arch"].unique()), order):
         a = s[s["arch"] == arch]
         won = a[a["success"]]
-        sr = float(a["success"].mean() * 100.0)
+        sr = float(a["success"].mean() * 100.0) if arch in pruned else float("nan")
         row: dict[str, float] = {"n_runs": len(a), "sr": sr}
         for kind in KINDS:
             runs = a if kind == "dense" else won
@@ -149,6 +151,8 @@ def table2(
                 row[f"{kind}_{m}_mean"] = _mean(runs[f"{kind}_{m}"])
                 row[f"{kind}_{m}_std"] = _std(runs[f"{kind}_{m}"])
         row["lts"] = 0.0 if sr == 0 else row["best_sparse_a_gain_mean"] * sr / 100.0
+        if arch not in pruned:
+            row["lts"] = float("nan")
         rows[arch] = row
     out = pd.DataFrame.from_dict(rows, orient="index")
     out.index.name = "arch"
@@ -211,7 +215,7 @@ def format_table2(t: pd.DataFrame) -> str:
                         _pm(r[f"{kind}_{m}_mean"], r[f"{kind}_{m}_std"])
                         for m in ("traj", "tl_gain", "test_acc", "a_gain")
                     ),
-                    f"{r['sr']:.0f}%" if first else "",
+                    ("n/a" if math.isnan(r["sr"]) else f"{r['sr']:.0f}%") if first else "",
                     ("n/a" if math.isnan(r["lts"]) else f"{r['lts']:.4f}") if first else "",
                 ]
             )

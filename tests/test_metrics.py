@@ -228,3 +228,16 @@ def test_missing_column_and_missing_dense():
         run_summary(pd.concat([df, df.iloc[:1]]))
     with pytest.raises(ValueError, match="select_on"):
         run_summary(df, select_on="train")
+
+
+def test_dense_only_results_have_no_success_rate():
+    """Stage-0-only records (K = 1) cannot succeed or fail: SR and LTS are NaN, not 0."""
+    import math
+
+    df = pd.DataFrame({"arch": ["a", "a"], "run": [0, 1], "stage": [0, 0],
+                       "density": [1.0, 1.0], "val_acc": [50.0, 51.0],
+                       "test_acc": [50.0, 52.0], "traj_len": [1.0, 1.0],
+                       "traj_len_2d": [1.0, 1.0]})
+    t = table2(df)
+    assert math.isnan(t.loc["a", "sr"]) and math.isnan(t.loc["a", "lts"])
+    assert t.loc["a", "dense_test_acc_mean"] == 51.0
