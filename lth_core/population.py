@@ -26,7 +26,7 @@ from .config import TrainConfig
 from .data import Dataset, Split, _stats_tensors, apply_augment, epoch_plan
 from .lamp import Masks
 from .seeding import derive_seed
-from .train import StageOutcome, TrainingDiverged, lr_at
+from .train import StageOutcome, TrainingDiverged, lr_at, make_optimizer
 
 
 class Population:
@@ -238,8 +238,7 @@ def train_population_stage(
         return {names[int(j)]: v["momentum_buffer"] for j, v in r["optimizer"]["state"].items()}
 
     template_model = model_fn()
-    from .train import make_optimizer  # the torch SGD whose state-dict format we write
-
+    # checkpoints use torch SGD's state-dict format, so either engine can resume them
     opt_template = make_optimizer(template_model, cfg).state_dict()
     momenta = [start_momentum(i) for i in active]
     pop = Population(model_fn, [start_state(i) for i in active],
