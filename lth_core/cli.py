@@ -82,7 +82,7 @@ def _search(args: argparse.Namespace) -> int:
     from .config import SearchConfig, default_train_config
     from .data import DataSpecError, load_data
     from .models import ARCHITECTURES, build
-    from .search import ticket_search
+    from .search import search_runs
     from .store import ResultsStore, StoreError
     from .train import resolve_device
 
@@ -108,12 +108,11 @@ def _search(args: argparse.Namespace) -> int:
                            seed=args.seed, train=default_train_config(arch, **overrides))
         runs = range(args.first_run, args.first_run + args.runs)
         try:
-            ticket_search(lambda arch=arch: build(arch), data, cfg, name=arch, runs=runs,
-                          results=args.results, device=args.device,
-                          population=args.population, progress=not args.no_progress)
+            report = search_runs(lambda arch=arch: build(arch), data, cfg, name=arch,
+                                 runs=runs, results=args.results, device=args.device,
+                                 population=args.population, progress=not args.no_progress)
         except (StoreError, ValueError) as err:
             return _fail(str(err))
-        report = ticket_search.last_report  # type: ignore[attr-defined]
         failed += len(report.failed)
         if report.skipped_locked:
             print(f"{arch}: runs {report.skipped_locked} are being computed by another process",

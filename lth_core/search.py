@@ -240,7 +240,7 @@ def auto_population(model_fn: Callable[[], nn.Module], cfg: SearchConfig,
     return max(1, min(n_runs, 64, int(0.6 * free / per_member)))
 
 
-def ticket_search(
+def search_runs(
     model_fn: Callable[[], nn.Module],
     data: Dataset,
     cfg: SearchConfig | None = None,
@@ -251,14 +251,13 @@ def ticket_search(
     device: str | torch.device = "auto",
     population: int | None = 1,
     progress: bool = True,
-) -> pd.DataFrame:
-    """Run (or resume) ticket search for ``runs`` of ``model_fn`` and return its records.
+) -> SearchReport:
+    """Run (or resume) ticket search for ``runs`` of ``model_fn``; say what happened.
 
     ``runs`` is a count (runs 0..n-1) or explicit run indices. ``population`` runs are
     trained at once by the vectorised engine (``None``: as many as the device holds). Runs
     held by another process (a live lock) are skipped; a run that diverges is reported and
-    the others go on.
-    Returns ``load_results(results)`` restricted to ``name``.
+    the others go on. Every finished stage is in the results store.
     """
     cfg = cfg or SearchConfig()
     cfg.validate()
@@ -301,6 +300,23 @@ def ticket_search(
                 report.finished += [g.run for g in group if g.run not in report.failed]
     finally:
         bar.close()
-    ticket_search.last_report = report  # type: ignore[attr-defined]
+    return report
+
+
+def ticket_search(
+    model_fn: Callable[[], nn.Module],
+    data: Dataset,
+    cfg: SearchConfig | None = None,
+    *,
+    name: str = "model",
+    runs: int | Iterable[int] = 1,
+    results: str | Path = "results",
+    device: str | torch.device = "auto",
+    population: int | None = 1,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """``search_runs``, then the records of ``name`` (``load_results`` of ``results``)."""
+    search_runs(model_fn, data, cfg, name=name, runs=runs, results=results, device=device,
+                population=population, progress=progress)
     df = load_results(results)
     return df[df["arch"] == name].reset_index(drop=True)

@@ -7,7 +7,6 @@ uninterrupted one would.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Callable
@@ -182,7 +181,7 @@ def train_stage(
             progress({"epoch": epoch + 1, "train_loss": train_loss, "val_acc": val_acc})
         if on_epoch is not None:
             on_epoch({**st, "model": _cpu_state(model),
-                      "optimizer": copy.deepcopy(_optimizer_state_cpu(optimizer)),
+                      "optimizer": _optimizer_state_cpu(optimizer),
                       "best_state": best_state, "history": list(history)})
 
     return StageOutcome(state=best_state, best_val_acc=st["best_val_acc"],
@@ -192,6 +191,7 @@ def train_stage(
 
 def _optimizer_state_cpu(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     sd = optimizer.state_dict()
-    state = {k: {n: (t.detach().cpu() if torch.is_tensor(t) else t) for n, t in v.items()}
-             for k, v in sd["state"].items()}
+    # copies, since on a CPU .cpu() would alias the live momentum buffers
+    state = {k: {n: (t.detach().to("cpu", copy=True) if torch.is_tensor(t) else t)
+                 for n, t in v.items()} for k, v in sd["state"].items()}
     return {"state": state, "param_groups": sd["param_groups"]}

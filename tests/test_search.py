@@ -12,8 +12,9 @@ import torch
 from conftest import TINY_DATA, tiny_config
 from torch import nn
 
+from lth_core.data import load_data
 from lth_core.models import build
-from lth_core.search import ticket_search
+from lth_core.search import search_runs, ticket_search
 from lth_core.store import CorruptRecordWarning, ResultsStore, StoreError, load_results
 
 COMPARED = ["arch", "run", "stage", "density", "n_weights", "val_acc", "test_acc", "traj_len",
@@ -89,9 +90,10 @@ def test_locked_run_is_left_to_its_owner(tmp_path):
     store = ResultsStore(tmp_path)
     with store.lock("lenet5", 0) as held:
         assert held
-        df = _search(tmp_path, runs=2)
-        assert ticket_search.last_report.skipped_locked == [0]
-    assert sorted(df["run"].unique()) == [1]
+        report = search_runs(lambda: build("lenet5"), load_data(TINY_DATA), tiny_config(),
+                             name="lenet5", runs=2, results=tmp_path, progress=False)
+        assert report.skipped_locked == [0] and report.finished == [1]
+    assert sorted(load_results(tmp_path)["run"].unique()) == [1]
     lock = tmp_path / "lenet5" / "run-000" / ".lock"  # a dead owner's lock is broken
     lock.write_text(json.dumps({"host": os.uname().nodename, "pid": 999999999, "time": 0}))
     assert sorted(_search(tmp_path, runs=2)["run"].unique()) == [0, 1]
@@ -100,9 +102,9 @@ def test_locked_run_is_left_to_its_owner(tmp_path):
 def test_diverging_run_is_reported_and_others_go_on(tmp_path):
     from lth_core.config import TrainConfig
 
-    _search(tmp_path, train=TrainConfig(lr=1e12, max_epochs=2, patience=2, batch_size=64),
-            runs=2)
-    failed = ticket_search.last_report.failed
+    cfg = tiny_config(train=TrainConfig(lr=1e12, max_epochs=2, patience=2, batch_size=64))
+    failed = search_runs(lambda: build("lenet5"), load_data(TINY_DATA), cfg, name="lenet5",
+                         runs=2, results=tmp_path, progress=False).failed
     assert sorted(failed) == [0, 1]
     assert "lenet5 run 0 stage 0" in failed[0] and "diverged" in failed[0]
 
