@@ -209,7 +209,8 @@ def simulate_null(
 
 
 def null_model(
-    df: pd.DataFrame, n_sim: int = 2000, seed: int = 0, mode: str = "dense"
+    df: pd.DataFrame, n_sim: int = 2000, seed: int = 0, mode: str = "dense",
+    sigma: dict[str, float] | None = None,
 ) -> pd.DataFrame:
     """SR and A_gain if pruning changed nothing and sparse accuracies were only noise.
 
@@ -222,6 +223,8 @@ def null_model(
     - mode="exchangeable": the dense accuracy is noisy too, all K ~ N(mean, sigma) iid; then
       P(success) = 1 - 1/K, 80 % for K = 5. This is the fairer null when every trained
       network is equally noisy.
+    ``sigma`` overrides the spread per architecture, e.g. with the std of many more dense runs
+    than the ticket search has (a handful of runs estimates a spread poorly).
     Selection is on test accuracy, as in the paper; the measured columns use every stored run
     (an unfinished run counts with the stages it has). A measured SR or A_gain near the null's
     says the "winning tickets" are what noise alone produces.
@@ -236,19 +239,38 @@ def null_model(
         a = df[df["arch"] == arch]
         dense = a.loc[a["stage"] == 0, "test_acc"].to_numpy(dtype=float)
         k = int(a.groupby("run")["stage"].nunique().max())
-        sigma = float(dense.std(ddof=1)) if len(dense) >= 2 else math.nan
+        sd = float(dense.std(ddof=1)) if len(dense) >= 2 else math.nan
+        sd = float((sigma or {}).get(arch, sd))
         mu = float(dense.mean())
         sr, gain, lts = _point(*_runs(s, arch))
-        row = {"n_runs": len(dense), "stages": k, "sigma": sigma, "dense_mean": mu,
+        row = {"n_runs": len(dense), "stages": k, "sigma": sd, "dense_mean": mu,
                "sr_measured": sr, "sr_null": math.nan, "a_gain_measured": gain,
                "a_gain_null": math.nan, "lts_measured": lts, "lts_null": math.nan}
-        if k >= 2 and math.isfinite(sigma):
+        if k >= 2 and math.isfinite(sd):
             row["sr_null"], row["a_gain_null"], row["lts_null"] = simulate_null(
-                mu, sigma, k, n_sim=n_sim, rng=_rng(seed, arch), mode=mode
+                mu, sd, k, n_sim=n_sim, rng=_rng(seed, arch), mode=mode
             )
         rows[arch] = row
     out = pd.DataFrame.from_dict(rows, orient="index")
     out.index.name = "arch"
+    return out
+
+
+def null_verdict(null: pd.DataFrame) -> list[str]:
+    """One plain sentence per architecture of a ``null_model`` table: is the measured ticket
+    quality beyond what noise alone gives?"""
+    out = []
+    for arch, r in null.iterrows():
+        if not (math.isfinite(r["sr_null"]) and math.isfinite(r["a_gain_measured"])):
+            out.append(f"{arch}: no null model (needs K >= 2 and 2 dense runs) or no success.")
+            continue
+        beyond = r["a_gain_measured"] > r["a_gain_null"] and r["sr_measured"] > r["sr_null"]
+        out.append(
+            f"{arch}: measured SR {r['sr_measured']:.0f} % and A_gain {r['a_gain_measured']:.2f}"
+            f" % against {r['sr_null']:.0f} % and {r['a_gain_null']:.2f} % from noise alone "
+            f"(sigma {r['sigma']:.2f}, {int(r['n_runs'])} runs): "
+            + ("above the null on both." if beyond else
+               "not beyond what noise alone produces."))
     return out
 
 

@@ -146,6 +146,29 @@ def ensure_results(
     return df[keep].reset_index(drop=True)
 
 
+def results_to_show(
+    profile: str | Profile,
+    own: pd.DataFrame,
+    *,
+    results: str | os.PathLike = "results",
+    stages: int | None = None,
+    prune_rate: float = 0.16,
+    prefer: bool = True,
+    search_root: str | os.PathLike = REPO_ROOT / "results",
+):
+    """What a chapter shows: the reader's LAMP run ``own`` (from ``ensure_results``), each
+    architecture replaced by a larger stored set of the same setup under ``search_root`` when
+    the project has one (``sources.best_available``). Returns a ``sources.Shown``."""
+    from .sources import best_available
+
+    prof = get_profile(profile) if isinstance(profile, str) else profile
+    stages = stages or prof.stages
+    configs = {a: search_config(prof, a, "lamp", prune_rate, stages)
+               for a in dict.fromkeys(own["arch"])}
+    return best_available(own, configs, own_root=results, stages=stages,
+                          search_root=search_root, prefer=prefer)
+
+
 def provenance_table(df: pd.DataFrame) -> pd.DataFrame:
     """Where each architecture's numbers came from, read from the records themselves."""
     import json

@@ -12,6 +12,7 @@ from lth_core.claims import (
     bootstrap_ci,
     compare_pruners,
     null_model,
+    null_verdict,
     simulate_null,
     size_trend,
     spearman,
@@ -116,6 +117,22 @@ def test_null_model_matches_noise_only_data():
     pd.testing.assert_frame_equal(out, null_model(df, n_sim=4000, seed=0))
     exch = null_model(df, n_sim=4000, seed=0, mode="exchangeable").loc["lenet5"]
     assert exch["sr_null"] == pytest.approx(80.0, abs=2.5)  # 1 - 1/K
+
+
+def test_null_model_takes_the_spread_from_elsewhere():
+    rng = np.random.default_rng(3)
+    dense = 70 + rng.normal(0, 0.5, (20, 1))
+    df = make_results({"lenet5": np.hstack([dense, dense + rng.normal(0, 0.5, (20, 4))])})
+    narrow = null_model(df, n_sim=2000, seed=0).loc["lenet5"]
+    wide = null_model(df, n_sim=2000, seed=0, sigma={"lenet5": 2.0}).loc["lenet5"]
+    assert wide["sigma"] == 2.0 and wide["sr_measured"] == narrow["sr_measured"]
+    # a wider spread lets noise alone produce larger "gains" over the same dense mean
+    assert wide["a_gain_null"] > 3 * narrow["a_gain_null"]
+    wide_says, = null_verdict(null_model(df, n_sim=500, sigma={"lenet5": 2.0}))
+    assert "not beyond" in wide_says
+    better = make_results({"lenet5": np.hstack([dense, dense + 3])})  # every stage +3 points
+    says, = null_verdict(null_model(better, n_sim=500))
+    assert "above the null" in says
 
 
 def test_null_model_rejects_unknown_mode_and_simulate_null_seeded():
