@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--population", type=_positive_int, default=None,
                    help="runs trained at once as one vectorised model (default: from the "
                         "device's memory; 1 trains runs one by one)")
+    s.add_argument("--workers", type=_positive_int, default=None,
+                   help="CPU only: train the runs in this many processes, one torch thread "
+                        "each (one run per core is the fastest way to use a CPU)")
     s.add_argument("--no-progress", action="store_true")
 
     r = sub.add_parser("report", help="print Table 2 from stored results", allow_abbrev=False)
@@ -85,6 +88,7 @@ def _search(args: argparse.Namespace) -> int:
     from .search import search_runs
     from .store import ResultsStore, StoreError
     from .train import resolve_device
+    from .workers import WorkerError, search_in_workers
 
     unknown = [a for a in args.arch if a not in ARCHITECTURES]
     if unknown:
@@ -92,7 +96,11 @@ def _search(args: argparse.Namespace) -> int:
                      f"{', '.join(ARCHITECTURES)}")
     if args.first_run < 0:
         return _fail("--first-run must be >= 0")
+    if args.workers and args.workers > 1 and args.population and args.population > 1:
+        return _fail("--workers and --population exclude each other: choose one")
     try:
+        if args.workers and args.workers > 1 and resolve_device(args.device).type != "cpu":
+            return _fail("--workers is for CPUs; on a GPU use --population")
         resolve_device(args.device)
         ResultsStore(args.results)  # fail on a bad results path before loading any data
         data = load_data(args.data)
@@ -107,6 +115,14 @@ def _search(args: argparse.Namespace) -> int:
         cfg = SearchConfig(stages=args.stages, prune_rate=args.prune_rate, pruner=args.pruner,
                            seed=args.seed, train=default_train_config(arch, **overrides))
         runs = range(args.first_run, args.first_run + args.runs)
+        if args.workers and args.workers > 1:
+            try:
+                search_in_workers(arch, args.data, cfg, runs=runs, results=args.results,
+                                  workers=args.workers)
+            except WorkerError as err:
+                print(f"error: {err}", file=sys.stderr)
+                failed += 1
+            continue
         try:
             report = search_runs(lambda arch=arch: build(arch), data, cfg, name=arch,
                                  runs=runs, results=args.results, device=args.device,

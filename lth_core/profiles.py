@@ -117,12 +117,15 @@ def ensure_results(
     prune_rate: float = 0.16,
     pruner: str = "lamp",
     device: str = "auto",
+    workers: int | None = None,
     progress: bool = False,
 ) -> pd.DataFrame:
     """Records of ``archs`` x ``runs`` x ``stages``; computes (resumably) whatever is missing.
 
     Data is loaded only when something has to be computed, so a book built from stored
-    results needs no data set.
+    results needs no data set. On a CPU, missing runs are trained one torch thread per run,
+    in ``workers`` processes (None: one per core), so the records do not depend on the
+    machine's core count; on a GPU, as populations sized from its memory.
     """
     prof = get_profile(profile) if isinstance(profile, str) else profile
     archs = archs or prof.archs
@@ -133,14 +136,8 @@ def ensure_results(
         _check_setup(root, arch, search_config(prof, arch, pruner, prune_rate, stages))
     missing = [a for a in archs if not _complete(root, a, runs, stages)]
     if missing:
-        from .data import load_data
-        from .search import ticket_search
-
-        dataset = load_data(resolve_data(data, prof))
-        for arch in missing:
-            cfg = search_config(prof, arch, pruner, prune_rate, stages)
-            ticket_search(lambda a=arch: build(a), dataset, cfg, name=arch, runs=runs,
-                          results=root, device=device, progress=progress)
+        _compute(prof, missing, resolve_data(data, prof), root, runs, stages, prune_rate,
+                 pruner, device, workers, progress)
     df = load_results(root)
     keep = df["arch"].isin(archs) & (df["run"] < runs) & (df["stage"] < stages)
     return df[keep].reset_index(drop=True)
@@ -167,6 +164,37 @@ def results_to_show(
                for a in dict.fromkeys(own["arch"])}
     return best_available(own, configs, own_root=results, stages=stages,
                           search_root=search_root, prefer=prefer)
+
+
+def _compute(prof: Profile, archs: list[str], spec: str, root: Path, runs: int, stages: int,
+             prune_rate: float, pruner: str, device: str, workers: int | None,
+             progress: bool) -> None:
+    import torch
+
+    from .data import load_data
+    from .search import ticket_search
+    from .train import resolve_device
+    from .workers import default_workers, search_in_workers
+
+    dev = resolve_device(device)
+    dataset = None
+    for arch in archs:
+        cfg = search_config(prof, arch, pruner, prune_rate, stages)
+        n = 1 if dev.type != "cpu" else (workers or default_workers(runs))
+        if n > 1:
+            search_in_workers(arch, spec, cfg, runs=range(runs), results=root, workers=n)
+            continue
+        if dataset is None:
+            dataset = load_data(spec)
+        threads = torch.get_num_threads()
+        if dev.type == "cpu":
+            torch.set_num_threads(1)  # as in the workers: same records on any core count
+        try:
+            ticket_search(lambda a=arch: build(a), dataset, cfg, name=arch, runs=runs,
+                          results=root, device=dev,
+                          population=None if dev.type == "cuda" else 1, progress=progress)
+        finally:
+            torch.set_num_threads(threads)
 
 
 def provenance_table(df: pd.DataFrame) -> pd.DataFrame:

@@ -24,7 +24,7 @@ from .config import SearchConfig, to_dict
 from .data import Dataset, normalize
 from .lamp import PRUNERS, Masks, apply_masks, density, full_masks
 from .population import Member, Population, train_population_stage
-from .provenance import provenance
+from .provenance import git_commit, provenance
 from .seeding import derive_seed
 from .store import ResultsStore, load_results
 from .train import StageOutcome, TrainingDiverged, evaluate, resolve_device, train_stage
@@ -261,6 +261,7 @@ def search_runs(
     """
     cfg = cfg or SearchConfig()
     cfg.validate()
+    git_commit()  # read (and cached) now, while the checkout is the code this process loaded
     dev = resolve_device(device)
     run_ids = list(range(runs)) if isinstance(runs, int) else list(runs)
     if not run_ids or min(run_ids) < 0:

@@ -42,6 +42,9 @@ BAD = {
     "missing data path": (_with("--data", "/nonexistent/cifar.tar.gz"), "/nonexistent"),
     "misspelt flag": (GOOD + ["--prune-rat", "0.2"], "unrecognized arguments: --prune-rat"),
     "unknown subcommand": (["serch"], "invalid choice"),
+    "workers 0": (GOOD + ["--workers", "0"], "--workers"),
+    "workers and population": (GOOD + ["--workers", "2", "--population", "2"],
+                               "exclude each other"),
 }
 
 
@@ -96,3 +99,12 @@ def test_console_entry_point_without_traceback(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+def test_workers_continue_the_stored_search(stored, tmp_path, capsys):
+    """--workers trains runs 1 and 2 in two processes next to the stored run 0."""
+    assert main(_with("--runs", "3") + ["--workers", "2", "--results", str(stored)]) == 0
+    from lth_core import load_results
+
+    df = load_results(stored)
+    assert sorted(df["run"].unique()) == [0, 1, 2] and len(df) == 6
