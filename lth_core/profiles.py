@@ -46,10 +46,10 @@ PROFILES: dict[str, Profile] = {
         search_overrides={"arc_pairs": 2, "arc_points": 128, "hidden_arc_points": 48},
         baseline_archs=["lenet5"], baseline_runs=2,
         note="synthetic data, 2 epochs per stage: tests the machinery, measures nothing"),
-    "quick": Profile(  # baselines would triple the CPU time: left to the paper profile
-        "quick", ["lenet5"], runs=3,
-        note="real CIFAR-10, LeNet-5 only, 3 runs: a small budget, far from the paper's 50 "
-             "runs of 7 architectures"),
+    "quick": Profile(
+        "quick", ["lenet5"], runs=3, baseline_archs=["lenet5"], baseline_runs=3,
+        note="real CIFAR-10, LeNet-5 only, 3 runs (and 3 each with magnitude and random "
+             "pruning): a small budget, far from the paper's 50 runs of 7 architectures"),
     "paper": Profile(
         "paper", list(ARCHITECTURES), runs=50, baseline_archs=["lenet5", "pnasnet_a"],
         baseline_runs=10, note="the paper's protocol: 7 architectures x 50 runs x K=5"),

@@ -49,3 +49,14 @@ def test_population_halves_on_out_of_memory(monkeypatch, capsys):
     timing = search_throughput.time_population("lenet5", None, torch.device("cpu"), args)
     assert built == [8, 4, 2] and timing.runs == 2
     assert "retrying with 4" in capsys.readouterr().out
+
+
+def test_cpu_ceiling_runs_and_restores_threads(capsys, tmp_path):
+    from benchmarks import cpu_ceiling
+
+    threads = torch.get_num_threads()
+    out = cpu_ceiling.main(["--population", "2", "--steps", "1", "--out", str(tmp_path / "c.json")])
+    assert set(out["img_per_s"]) == {"one_run", "convs_only", "population", "population_nhwc"}
+    assert all(v > 0 for v in out["img_per_s"].values())
+    assert torch.get_num_threads() == threads
+    assert "population per image vs one run" in capsys.readouterr().out
