@@ -151,13 +151,17 @@ def results_to_show(
     stages: int | None = None,
     prune_rate: float = 0.16,
     prefer: bool = True,
-    search_root: str | os.PathLike = REPO_ROOT / "results",
+    search_root: str | os.PathLike = "results",
 ):
     """What a chapter shows: the reader's LAMP run ``own`` (from ``ensure_results``), each
-    architecture replaced by a larger stored set of the same setup under ``search_root`` when
-    the project has one (``sources.best_available``). Returns a ``sources.Shown``."""
+    architecture replaced by a larger stored set of the same setup under ``search_root``
+    (relative: to the repository) when the project has one (``sources.best_available``).
+    Returns a ``sources.Shown``."""
     from .sources import best_available
 
+    search_root = Path(search_root)
+    if not search_root.is_absolute():
+        search_root = REPO_ROOT / search_root
     prof = get_profile(profile) if isinstance(profile, str) else profile
     stages = stages or prof.stages
     configs = {a: search_config(prof, a, "lamp", prune_rate, stages)

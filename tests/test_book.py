@@ -170,3 +170,34 @@ def test_browser_assets_are_local(built_book):
         if "application/vnd.jupyter.widget-state+json" in text:
             assert "_static/lth-vendor/html-manager/embed-amd.js" in text, doc
             assert "_static/lth-vendor/requirejs/require.js" in text, doc
+
+
+def test_chapters_prefer_a_larger_stored_set_and_show_your_run_beside(built_book, tmp_path):
+    """A stored set of the same setup with more runs is what the summary shows, labelled,
+    with the reader's own run's Table 2 beside it."""
+    built_book.require_success()
+    import json
+    import shutil
+
+    from lth_core.profiles import ensure_results
+
+    params = json.loads((built_book.out / "book-build.json").read_text())["params"]
+    if params["profile"] != "smoke":
+        pytest.skip("needs a smoke build")
+    own = Path(params["results_dir"])
+    bigger = tmp_path / "stored" / "bigger"
+    shutil.copytree(own / "lenet5", bigger / "lenet5")
+    ensure_results("smoke", results=bigger, runs=4, device="cpu")  # one run more than yours
+    out = tmp_path / "summary.ipynb"
+    cmd = [sys.executable, "-m", "papermill", str(ROOT / "book" / "summary.ipynb"), str(out),
+           "--kernel", "python3", "--cwd", str(ROOT / "book"), "--no-progress-bar",
+           "-p", "profile", "smoke", "-p", "results_dir", str(own), "-p", "device", "cpu",
+           "-p", "stored_results", str(tmp_path / "stored")]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    nb = read_nb(out)
+    text = "\n".join(str(o.get("data", o.get("text", ""))) for c in nb.cells
+                     if c.cell_type == "code" for o in c.outputs)
+    assert "a larger budget than your run" in text and "bigger" in text
+    assert "your run" in text and "shown" in text  # the side-by-side Table 2
+    assert "Every architecture above is your own run" not in text
