@@ -206,7 +206,7 @@ def provenance_table(df: pd.DataFrame) -> pd.DataFrame:
     import json
 
     rows = []
-    for arch, g in df.groupby("arch", sort=False):
+    for (arch, _), g in df.groupby(["arch", "pruner"], sort=False):
         cfg = json.loads(g["config"].iloc[0])
         t = cfg["train"]
         rows.append({
