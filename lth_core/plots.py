@@ -14,7 +14,8 @@ import html
 import io
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -337,36 +338,71 @@ def widget_stage_slider(draw: Callable[[int], Figure], stages: list[int],
                         description: str = "stage"):
     """An ipywidgets VBox (IntSlider over `stages` + Output) that shows `draw(stage)`.
 
-    The returned box has `.slider`, `.output`, `.last_stage` and `.last_figure`. The figure is
-    put into the Output as PNG display data (set on `output.outputs`), which needs no running
-    kernel, so a test can move the slider and look at what was drawn.
+    ``widget_sliders`` with one axis; the box also has `.slider` and `.last_stage`. The
+    figure is put into the Output as PNG display data (set on `output.outputs`), which needs
+    no running kernel, so a test can move the slider and look at what was drawn.
     """
-    import ipywidgets as widgets  # optional: only the interactive notebook needs it
-
     stages = sorted(int(s) for s in stages)
     if not stages or stages != list(range(stages[0], stages[-1] + 1)):
         raise ValueError(f"stages must be consecutive integers, got {stages}")
+    box = widget_sliders(lambda stage: draw(stage), {"stage": stages})
+    box.slider.description = description
+    return box
 
-    class StageSlider(widgets.VBox):
+
+def widget_sliders(draw: Callable[..., Figure], axes: Mapping[str, Sequence]):
+    """An ipywidgets VBox of one slider per named axis and an Output showing ``draw(**values)``.
+
+    Figure 1 in JupyterLab: ``{"stage": [0, ..., K-1], "layer": block names}``. Integer axes
+    get an IntSlider (consecutive values), others a SelectionSlider. The box has ``.sliders``
+    (name -> slider), ``.output``, ``.last_values`` and ``.last_figure``; figures go into the
+    Output as PNG display data, as in ``widget_stage_slider``.
+    """
+    import ipywidgets as widgets
+
+    if not axes or any(len(v) == 0 for v in axes.values()):
+        raise ValueError("every axis needs at least one value")
+    sliders = {}
+    for name, values in axes.items():
+        values = list(values)
+        if all(isinstance(v, int) for v in values):
+            if sorted(values) != list(range(min(values), max(values) + 1)):
+                raise ValueError(f"{name}: integers must be consecutive, got {values}")
+            sliders[name] = widgets.IntSlider(value=min(values), min=min(values),
+                                              max=max(values), description=name,
+                                              continuous_update=False)
+        else:
+            sliders[name] = widgets.SelectionSlider(options=values, value=values[0],
+                                                    description=name, continuous_update=False)
+
+    class Sliders(widgets.VBox):
         def __init__(self) -> None:
-            slider = widgets.IntSlider(value=stages[0], min=stages[0], max=stages[-1], step=1,
-                                       description=description, continuous_update=False)
-            output = widgets.Output()
-            super().__init__(children=[slider, output])
-            self.slider, self.output = slider, output
-            self.last_stage: int | None = None
+            self.sliders, self.output = sliders, widgets.Output()
+            super().__init__(children=[*sliders.values(), self.output])
+            self.last_values: dict[str, Any] = {}
             self.last_figure: Figure | None = None
-            slider.observe(lambda change: self.redraw(change["new"]), names="value")
-            self.redraw(stages[0])
+            for sl in sliders.values():
+                sl.observe(lambda _change: self.redraw(), names="value")
+            self.redraw()
 
-        def redraw(self, stage: int) -> None:
-            fig = draw(stage)
+        def redraw(self) -> None:
+            values = {k: sl.value for k, sl in self.sliders.items()}
+            fig = draw(**values)
+            label = ", ".join(f"{k} {v}" for k, v in values.items())
             self.output.outputs = ({
                 "output_type": "display_data",
                 "data": {"image/png": figure_to_png_base64(fig),
-                         "text/plain": f"<Figure: {description} {stage}>"},
+                         "text/plain": f"<Figure: {label}>"},
                 "metadata": {},
             },)
-            self.last_stage, self.last_figure = stage, fig
+            self.last_values, self.last_figure = values, fig
 
-    return StageSlider()
+        @property
+        def slider(self):
+            return next(iter(self.sliders.values()))
+
+        @property
+        def last_stage(self):
+            return self.last_values.get("stage")
+
+    return Sliders()

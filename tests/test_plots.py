@@ -158,3 +158,26 @@ def test_widget_slider_redraws():
     assert isinstance(w.last_figure, Figure)
     with pytest.raises(ValueError):
         plots.widget_stage_slider(draw, [0, 2])
+
+
+def test_stage_and_layer_sliders_redraw_figure_1():
+    arcs = {s: [(f"block{b}", np.random.default_rng(10 * s + b).normal(size=(16, 2)))
+                for b in range(3)] for s in range(2)}
+    drawn = []
+
+    def draw(stage: int, layer: str) -> Figure:
+        drawn.append((stage, layer))
+        return plots.fig_hidden_arcs([(layer, dict(arcs[stage])[layer])], f"stage {stage}")
+
+    w = plots.widget_sliders(draw, {"stage": [0, 1], "layer": ["block0", "block1", "block2"]})
+    assert w.last_values == {"stage": 0, "layer": "block0"}
+    first = w.output.outputs[0]["data"]["image/png"]
+    w.sliders["layer"].value = "block2"
+    w.sliders["stage"].value = 1
+    assert drawn == [(0, "block0"), (0, "block2"), (1, "block2")]
+    assert w.output.outputs[0]["data"]["image/png"] != first
+    assert "stage 1, layer block2" in w.output.outputs[0]["data"]["text/plain"]
+    with pytest.raises(ValueError):
+        plots.widget_sliders(draw, {"stage": [0, 2]})
+    with pytest.raises(ValueError):
+        plots.widget_sliders(draw, {"layer": []})
