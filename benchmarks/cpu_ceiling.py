@@ -11,11 +11,13 @@ DataLoader loop and per image no slower than one run. This measures, with one to
                     becoming one grouped convolution
   population, NHWC  the same with the input laid out channels-last, which PyTorch's CPU
                     (oneDNN) grouped convolutions prefer
+  one run, compiled with ``--compile``: the one-run step through ``torch.compile``
+                    (inductor; its ~1 min of compilation is not timed)
 
 Images per second count every member's images; "x 2 cores" is the ceiling with one process
 per core and perfect scaling.
 
-    python -m benchmarks.cpu_ceiling [--population 8] [--steps 20] [--out f.json]
+    python -m benchmarks.cpu_ceiling [--population 8] [--steps 20] [--compile] [--out f.json]
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def _rate(step: Callable[[], object], images: int, steps: int) -> float:
     return images * steps / (time.perf_counter() - t)
 
 
-def measure(population: int, steps: int) -> dict[str, float]:
+def measure(population: int, steps: int, compile: bool = False) -> dict[str, float]:
     torch.manual_seed(0)
     s = population
     x = torch.randn(s, BATCH, 3, 32, 32)
@@ -54,9 +56,9 @@ def measure(population: int, steps: int) -> dict[str, float]:
     model = build("lenet5")
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
 
-    def one_run() -> None:
+    def one_run(net: torch.nn.Module = model) -> None:
         opt.zero_grad()
-        F.cross_entropy(model(x[0]), y[0]).backward()
+        F.cross_entropy(net(x[0]), y[0]).backward()
         opt.step()
 
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
@@ -69,7 +71,12 @@ def measure(population: int, steps: int) -> dict[str, float]:
     states = [build("lenet5").state_dict() for _ in range(s)]
     pop = Population(lambda: build("lenet5"), states, [None] * s, TrainConfig(), "cpu")
     nhwc = x.permute(1, 3, 4, 0, 2).contiguous().permute(3, 0, 4, 1, 2)  # memory (B,H,W,S,C)
+    extra = {}
+    if compile:
+        compiled = torch.compile(model)
+        extra["one_run_compiled"] = _rate(lambda: one_run(compiled), BATCH, steps * s)
     return {
+        **extra,
         "one_run": _rate(one_run, BATCH, steps * s),
         "convs_only": _rate(convs_only, BATCH, steps * s),
         "population": _rate(lambda: pop.train_step(x, y, 0.05), s * BATCH, steps),
@@ -81,12 +88,13 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--population", type=int, default=8)
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--compile", action="store_true", help="also time torch.compile")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        rates = measure(args.population, args.steps)
+        rates = measure(args.population, args.steps, args.compile)
     finally:
         torch.set_num_threads(threads)
     print(f"machine: {cpu_model()}, 1 torch thread, torch {torch.__version__}")
