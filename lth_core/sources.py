@@ -93,7 +93,12 @@ class Shown:
     def markdown(self) -> str:
         lines = []
         for row in self.sources.itertuples(index=False):
-            if row.larger_budget:
+            if row.larger_budget and row.shown_from == row.your_run_from:
+                lines.append(f"- **{row.arch}**: all {row.runs_shown} complete runs stored in "
+                             f"`{row.shown_from}` ({row.hardware}), a larger budget than the "
+                             f"{row.your_runs} runs your profile asks for; your runs are among "
+                             "them and shown on their own where a chapter compares them.")
+            elif row.larger_budget:
                 lines.append(f"- **{row.arch}**: shown from `{row.shown_from}` "
                              f"({row.runs_shown} runs, {row.hardware}), a larger budget than "
                              f"your run (`{row.your_run_from}`, {row.your_runs} runs), which is "

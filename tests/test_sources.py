@@ -82,3 +82,13 @@ def test_dense_spread_comes_from_the_set_with_most_dense_runs(stored):
     # "dense" (5 runs) beats "gpu" (3); "other" (4) has another prune rate
     assert dense is not None and len(dense) == 5 and (dense["stage"] == 0).all()
     assert largest_dense_set("lenet5", CFG, search_root=stored) is None  # no real-data set
+
+
+def test_more_runs_in_the_readers_own_folder_are_shown(stored, tmp_path):
+    shutil.copytree(stored / "gpu", tmp_path / "r")
+    own = load_results(tmp_path / "r")
+    own = own[own["run"] < 2]  # the profile asks for 2 runs; the folder holds 3
+    shown = best_available(own, {"lenet5": CFG}, own_root=tmp_path / "r", stages=2,
+                           search_root=tmp_path)
+    assert shown.preferred == ["lenet5"] and shown.df["run"].nunique() == 3
+    assert "all 3 complete runs stored in" in shown.markdown()
