@@ -216,7 +216,8 @@ def provenance_table(df: pd.DataFrame) -> pd.DataFrame:
             "data": f"{g['data_name'].iloc[0]} (sha256 {g['data_checksum'].iloc[0][:12]})",
             "hardware": "; ".join(sorted(g["device"].unique())),
             "torch": "; ".join(sorted(g["torch_version"].unique())),
-            "code commit": "; ".join(sorted(c[:12] for c in g["git_commit"].unique())),
+            "code commit": "; ".join(sorted(c[:12] + ("+dirty" if c.endswith("+dirty") else "")
+                                            for c in g["git_commit"].unique())),
             "pruner": cfg["pruner"],
             "recipe": (f"SGD lr {t['lr']} (cosine), momentum {t['momentum']}, wd "
                        f"{t['weight_decay']}, batch {t['batch_size']}, <= {t['max_epochs']} "
