@@ -206,7 +206,7 @@ def provenance_table(df: pd.DataFrame) -> pd.DataFrame:
     import json
 
     rows = []
-    for (arch, _), g in df.groupby(["arch", "pruner"], sort=False):
+    for (arch, pruner), g in df.groupby(["arch", "pruner"], sort=False):
         cfg = json.loads(g["config"].iloc[0])
         t = cfg["train"]
         rows.append({
@@ -218,7 +218,7 @@ def provenance_table(df: pd.DataFrame) -> pd.DataFrame:
             "torch": "; ".join(sorted(g["torch_version"].unique())),
             "code commit": "; ".join(sorted(c[:12] + ("+dirty" if c.endswith("+dirty") else "")
                                             for c in g["git_commit"].unique())),
-            "pruner": cfg["pruner"],
+            "pruner": pruner,
             "recipe": (f"SGD lr {t['lr']} (cosine), momentum {t['momentum']}, wd "
                        f"{t['weight_decay']}, batch {t['batch_size']}, <= {t['max_epochs']} "
                        f"epochs, patience {t['patience']}"),

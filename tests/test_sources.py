@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 
+import pandas as pd
 import pytest
 from conftest import tiny_config
 
@@ -92,3 +93,13 @@ def test_more_runs_in_the_readers_own_folder_are_shown(stored, tmp_path):
                            search_root=tmp_path)
     assert shown.preferred == ["lenet5"] and shown.df["run"].nunique() == 3
     assert "all 3 complete runs stored in" in shown.markdown()
+
+
+def test_provenance_table_keeps_the_dirty_mark_and_splits_pruners(stored):
+    from lth_core.profiles import provenance_table
+
+    df = load_results(stored / "own").assign(git_commit="0123456789abcdef0123+dirty")
+    both = pd.concat([df, df.assign(pruner="random")], ignore_index=True)
+    table = provenance_table(both)
+    assert list(table["pruner"]) == ["lamp", "random"]
+    assert (table["code commit"] == "0123456789ab+dirty").all()
