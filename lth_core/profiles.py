@@ -88,22 +88,20 @@ def _complete(root: Path, arch: str, runs: int, stages: int) -> bool:
 
 
 def _check_setup(root: Path, arch: str, cfg: SearchConfig) -> None:
+    """Stored runs of another setup must not pass for this profile's (even when complete,
+    so that no search, and no check of the store, would run)."""
     import json
 
     from .config import to_dict
-    from .store import StoreError
+    from .store import StoreError, setup_difference
 
     path = root / arch / "search.json"
     if not path.exists():
         return
-    stored = json.loads(path.read_text()).get("config", {})
-    wanted = to_dict(cfg)
-    wanted.pop("stages")
-    diff = [k for k in stored if stored[k] != wanted.get(k, stored[k])]
+    diff = setup_difference(json.loads(path.read_text()).get("config", {}), to_dict(cfg))
     if diff:
-        k = diff[0]
-        raise StoreError(f"{path.parent} holds runs of another setup ({k}: {stored[k]!r} "
-                         f"there, {wanted[k]!r} for this profile); use another results_dir")
+        raise StoreError(f"{path.parent} holds runs of another setup ({diff}); use another "
+                         "results_dir")
 
 
 def ensure_results(
@@ -132,7 +130,7 @@ def ensure_results(
     runs = runs or prof.runs
     stages = stages or prof.stages
     root = results_dir(results, pruner)
-    for arch in archs:  # stored runs of another setup must not pass for this profile's
+    for arch in archs:
         _check_setup(root, arch, search_config(prof, arch, pruner, prune_rate, stages))
     missing = [a for a in archs if not _complete(root, a, runs, stages)]
     if missing:

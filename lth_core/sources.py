@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from .config import to_dict
-from .store import load_results
+from .store import load_results, setup_difference
 
 
 @dataclass(frozen=True)
@@ -65,15 +65,6 @@ def find_result_sets(root: str | os.PathLike, arch: str | None = None) -> list[R
     return sets
 
 
-def same_setup(stored: dict, wanted: dict) -> bool:
-    """Whether a stored search config is the wanted one (K aside; keys added later ignored)."""
-    def strip(d: dict) -> dict:
-        return {k: v for k, v in d.items() if k != "stages"}
-
-    stored, wanted = strip(stored), strip(wanted)
-    return all(stored[k] == wanted[k] for k in stored if k in wanted)
-
-
 @dataclass
 class Shown:
     """What a chapter shows (``df``) and, per architecture, where it came from (``sources``)."""
@@ -116,20 +107,17 @@ class Shown:
         for arch, cfg in self.configs.items():
             mine = self.df[(self.df["arch"] == arch) & (self.df["stage"] == 0)]
             synthetic = bool(len(mine)) and str(mine["data_name"].iloc[0]).startswith("synth")
-            dense = largest_dense_set(arch, cfg, search_root=self.search_root,
+            found = largest_dense_set(arch, cfg, search_root=self.search_root,
                                       synthetic=synthetic)
-            if dense is not None and len(dense) > len(mine):
+            if found is not None and len(found[1]) > len(mine):
+                root, dense = found
                 rows.append({"arch": arch, "dense_runs": len(dense),
                              "sigma": float(dense["test_acc"].std(ddof=1)),
                              "dense_mean": float(dense["test_acc"].mean()),
                              "hardware": "; ".join(sorted(set(map(str, dense["device"])))),
-                             "source": _label(self._set_root(dense), self.search_root)})
+                             "source": _label(root, self.search_root)})
         cols = ["arch", "dense_runs", "sigma", "dense_mean", "hardware", "source"]
         return pd.DataFrame(rows, columns=cols).set_index("arch")
-
-    @staticmethod
-    def _set_root(records: pd.DataFrame) -> Path:
-        return Path(records.attrs["root"])
 
 
 def _label(path: Path, base: Path) -> str:
@@ -168,7 +156,7 @@ def best_available(
             for s in find_result_sets(search_root, arch):
                 done = s.complete_runs(stages)
                 if (len(done) > max(n_own, len(best_runs)) and s.synthetic == synthetic
-                        and same_setup(s.config, wanted)):
+                        and not setup_difference(s.config, wanted)):
                     best, best_runs = s, done
         if best is None:
             shown, src = mine, own_root
@@ -189,8 +177,8 @@ def best_available(
 
 
 def largest_dense_set(arch: str, config: object, *, search_root: str | os.PathLike,
-                      synthetic: bool = False) -> pd.DataFrame | None:
-    """Stage-0 records of the same-setup set with the most dense runs (any K), or None.
+                      synthetic: bool = False) -> tuple[Path, pd.DataFrame] | None:
+    """(folder, stage-0 records) of the same-setup set with the most dense runs (any K).
 
     Dense-only sets (a search stopped after stage 0) still measure the run-to-run spread of
     the dense accuracy, which the null model needs, far better than a handful of runs.
@@ -202,11 +190,9 @@ def largest_dense_set(arch: str, config: object, *, search_root: str | os.PathLi
         return None
     for s in find_result_sets(root, arch):
         n = sum(1 for k in s.runs.values() if k >= 1)
-        if n > n_best and s.synthetic == synthetic and same_setup(s.config, wanted):
+        if n > n_best and s.synthetic == synthetic and not setup_difference(s.config, wanted):
             best, n_best = s, n
     if best is None:
         return None
     d = load_results(best.root)
-    out = d[(d["arch"] == arch) & (d["stage"] == 0)].reset_index(drop=True)
-    out.attrs["root"] = str(best.root)
-    return out
+    return best.root, d[(d["arch"] == arch) & (d["stage"] == 0)].reset_index(drop=True)

@@ -119,9 +119,8 @@ class ResultsStore:
             except ValueError as err:
                 _warn_corrupt(path, err)
                 old = None
-            # Fields added to the configs after a folder was started do not count against it.
-            if old is not None and _restrict(meta, old) != old:
-                diff = _first_difference(old, _restrict(meta, old))
+            diff = setup_difference(old, meta) if old is not None else None
+            if diff:
                 raise StoreError(f"{self.root / arch} holds results of another setup ({diff}); "
                                  "use another --results directory")
             if old is not None:
@@ -219,6 +218,17 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def setup_difference(stored: dict[str, Any], wanted: dict[str, Any]) -> str | None:
+    """The first way ``wanted`` differs from a ``stored`` setup, or None if they match.
+
+    Fields added to the configs after a folder was started do not count against it (the
+    comparison only looks at what ``stored`` has), so ``stages`` is ignored when ``stored``
+    has none, as in ``search.json``.
+    """
+    new = _restrict(wanted, stored)
+    return None if new == stored else _first_difference(stored, new)
 
 
 def _restrict(new: Any, old: Any) -> Any:

@@ -177,6 +177,10 @@ def test_stage_and_layer_sliders_redraw_figure_1():
     assert drawn == [(0, "block0"), (0, "block2"), (1, "block2")]
     assert w.output.outputs[0]["data"]["image/png"] != first
     assert "stage 1, layer block2" in w.output.outputs[0]["data"]["text/plain"]
+    from ipywidgets import IntSlider
+
+    stored = plots.widget_sliders(draw, {"stage": np.array([0, 1]), "layer": ["block0"]})
+    assert isinstance(stored.sliders["stage"], IntSlider)  # numpy ints from records
     with pytest.raises(ValueError):
         plots.widget_sliders(draw, {"stage": [0, 2]})
     with pytest.raises(ValueError):

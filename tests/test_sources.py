@@ -78,10 +78,10 @@ def test_real_data_run_never_shows_synthetic_sets(stored):
 
 
 def test_dense_spread_comes_from_the_set_with_most_dense_runs(stored):
-    dense = largest_dense_set("lenet5", tiny_config(stages=1), search_root=stored,
-                              synthetic=True)
+    root, dense = largest_dense_set("lenet5", tiny_config(stages=1), search_root=stored,
+                                    synthetic=True)
     # "dense" (5 runs) beats "gpu" (3); "other" (4) has another prune rate
-    assert dense is not None and len(dense) == 5 and (dense["stage"] == 0).all()
+    assert root.name == "dense" and len(dense) == 5 and (dense["stage"] == 0).all()
     assert largest_dense_set("lenet5", CFG, search_root=stored) is None  # no real-data set
 
 
@@ -103,3 +103,12 @@ def test_provenance_table_keeps_the_dirty_mark_and_splits_pruners(stored):
     table = provenance_table(both)
     assert list(table["pruner"]) == ["lamp", "random"]
     assert (table["code commit"] == "0123456789ab+dirty").all()
+
+
+def test_a_profile_refuses_a_complete_folder_of_another_setup(stored):
+    from lth_core.profiles import ensure_results
+    from lth_core.store import StoreError
+
+    # "own" is complete for its 2 runs, but of the tiny recipe, not the smoke profile's
+    with pytest.raises(StoreError, match=r"another setup \(arc_points: 64 there, 128 now\)"):
+        ensure_results("smoke", results=stored / "own", runs=2, stages=2)

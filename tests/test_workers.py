@@ -35,5 +35,6 @@ def test_a_failing_worker_is_one_clear_error_and_keeps_nothing_half_done(tmp_pat
         search_in_workers("lenet5", str(tmp_path / "missing.tar.gz"), CFG, runs=[0, 1],
                           results=tmp_path / "r", workers=2)
     assert "\n" not in str(err.value) and "Traceback" not in str(err.value)
+    assert not list(tmp_path.rglob("stage-*.json"))
     with pytest.raises(ValueError):
         search_in_workers("lenet5", TINY_DATA, CFG, runs=[0], results=tmp_path, workers=0)
