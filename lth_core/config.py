@@ -26,6 +26,7 @@ class TrainConfig:
     augment: bool = True
     label_smoothing: float = 0.0
     amp: bool = True  # bf16 autocast, on CUDA only
+    cuda_graphs: bool = True  # population engine on CUDA: replay the step as one CUDA graph
     eval_batch_size: int = 1000
 
 

@@ -12,8 +12,10 @@ format as a single run's, so either engine can resume the other's runs.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
+from tqdm.auto import tqdm
 
 from .config import TrainConfig
 from .data import Dataset, Split, _stats_tensors, apply_augment, epoch_plan
@@ -29,19 +32,74 @@ from .seeding import derive_seed
 from .train import StageOutcome, TrainingDiverged, lr_at, make_optimizer
 
 
+def tqdm_write(msg: str) -> None:
+    tqdm.write(msg, file=sys.stderr)
+
+
+class StackedBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose statistics are computed explicitly in fp32.
+
+    Under vmap and bf16 autocast, ``F.batch_norm``'s backward fails in torch 2.11 ("Expected
+    running_mean to have type BFloat16"). Here the batch mean and variance are plain fp32
+    reductions and the running statistics are updated in place outside autograd, so the
+    layer works for stacked members under autocast; the output keeps the input's dtype. Same
+    semantics as ``nn.BatchNorm2d`` (biased variance to normalise, unbiased for the running
+    estimate); results agree with it up to float rounding.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        xf = x.float()
+        shape = (1, -1, 1, 1)
+        if self.training:
+            var, mean = torch.var_mean(xf, dim=(0, 2, 3), unbiased=False)
+            with torch.no_grad():
+                n = xf.numel() // xf.shape[1]
+                m = self.momentum if self.momentum is not None else 0.1
+                self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+                self.running_var.mul_(1 - m).add_(var.detach() * (n / max(n - 1, 1)), alpha=m)
+                self.num_batches_tracked.add_(1)
+        else:
+            mean, var = self.running_mean, self.running_var
+        scale = torch.rsqrt(var + self.eps) * self.weight
+        y = (xf - mean.view(shape)) * scale.view(shape) + self.bias.view(shape)
+        return y.to(x.dtype)
+
+
+def stackable_batchnorm(model: nn.Module) -> nn.Module:
+    """Give every ``nn.BatchNorm2d`` of ``model`` the forward of ``StackedBatchNorm2d``.
+
+    Names, parameters and buffers are unchanged, so state dicts still load either way."""
+    for m in model.modules():
+        if type(m) is nn.BatchNorm2d:
+            m.__class__ = StackedBatchNorm2d
+    return model
+
+
 class Population:
     """S models of one architecture, stacked, with a masked SGD step equal to torch's SGD.
 
-    It runs in fp32 (TF32 convolutions on CUDA): under bf16 autocast the backward of vmapped
-    BatchNorm fails in torch 2.11 ("Expected running_mean to have type BFloat16").
+    On CUDA (``cfg.amp``) the forward runs under bf16 autocast, with BatchNorm statistics in
+    fp32 (``StackedBatchNorm2d``); elsewhere, or with ``amp`` off, in fp32. With
+    ``cfg.cuda_graphs`` the training step of full batches is captured once in a CUDA graph
+    and replayed, so a step costs one launch instead of hundreds; everything per member
+    (masks, learning rates, momentum) lives in device tensors the graph reads in place.
     """
 
     def __init__(self, model_fn: Callable[[], nn.Module], states: Sequence[dict[str, Tensor]],
                  masks: Sequence[Masks | None], cfg: TrainConfig, device: torch.device | str,
-                 momentum: Sequence[dict[str, Tensor] | None] | None = None):
+                 momentum: Sequence[dict[str, Tensor] | None] | None = None,
+                 amp: bool | None = None):
         self.cfg = cfg
         self.device = torch.device(device)
+        # amp=None: bf16 on CUDA when the recipe asks for it; True forces it (CPU tests)
+        self.amp = (cfg.amp and self.device.type == "cuda") if amp is None else amp
         self.base = model_fn().to(self.device)
+        if self.amp:
+            stackable_batchnorm(self.base)
+        self.use_graph = bool(cfg.cuda_graphs) and self.device.type == "cuda"
+        self._graph: Any = None
+        self._graph_io: dict[str, Tensor] = {}
+        self._eager_steps = 0
         self.param_names = [n for n, _ in self.base.named_parameters()]
         self.buffer_names = [n for n, _ in self.base.named_buffers()]
         self.size = len(states)
@@ -66,16 +124,64 @@ class Population:
         self._eval_fwd = vmap(fwd, in_dims=(0, 0, None))
 
     # -- training ----------------------------------------------------------------------------
+    def _autocast(self):
+        if self.amp:
+            # no cast cache: a captured graph must not hold casts made outside it
+            return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=False)
+        return nullcontext()
+
     def train_step(self, x: Tensor, y: Tensor, lrs: Tensor | float) -> Tensor:
         """One masked SGD step for every member; x is (S, B, ...), y (S, B). Returns (S,) loss."""
         self.base.train()
-        logits = self._train_fwd(self.params, self.buffers, x)
+        lrs = torch.as_tensor(lrs, dtype=torch.float32)
+        if lrs.dim() == 0:
+            lrs = lrs.expand(self.size)
+        if self.use_graph:
+            return self._graph_step(x, y, lrs)
+        return self._step(x, y, lrs.to(self.device))
+
+    GRAPH_WARMUP = 3  # eager steps before capture: lazy init, and momentum buffers exist
+
+    def _graph_step(self, x: Tensor, y: Tensor, lrs: Tensor) -> Tensor:
+        """Replay the captured step; capture it first when needed. A batch of another shape
+        (an epoch's short last batch) runs eagerly on the same tensors."""
+        io = self._graph_io
+        if self._graph is None:
+            if self._eager_steps < self.GRAPH_WARMUP or self.momentum is None:
+                self._eager_steps += 1
+                return self._step(x, y, lrs.to(self.device))
+            try:
+                self._capture(x, y, lrs)
+            except RuntimeError as err:  # an op that cannot be captured: stay eager
+                tqdm_write(f"CUDA graph capture failed ({err}); training eagerly")
+                self.use_graph, self._graph, self._graph_io = False, None, {}
+                torch.cuda.synchronize(self.device)
+                return self._step(x, y, lrs.to(self.device))
+        elif x.shape != io["x"].shape:
+            return self._step(x, y, lrs.to(self.device))
+        io["x"].copy_(x)
+        io["y"].copy_(y)
+        io["lr"].copy_(lrs)
+        self._graph.replay()
+        return io["loss"].clone()
+
+    def _capture(self, x: Tensor, y: Tensor, lrs: Tensor) -> None:
+        io = {"x": x.clone(), "y": y.clone(), "lr": lrs.to(self.device).clone()}
+        # the eager steps before this one were the warm-up torch's docs ask for
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            io["loss"] = self._step(io["x"], io["y"], io["lr"])
+        self._graph, self._graph_io = graph, io
+
+    def _step(self, x: Tensor, y: Tensor, lrs: Tensor) -> Tensor:
+        with self._autocast():
+            logits = self._train_fwd(self.params, self.buffers, x)
         s, b = y.shape
         losses = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none",
                                  label_smoothing=self.cfg.label_smoothing).view(s, b).mean(1)
         names = self.param_names
         grads = list(torch.autograd.grad(losses.sum(), [self.params[n] for n in names]))
-        self._sgd(names, grads, torch.as_tensor(lrs, dtype=torch.float32, device=self.device))
+        self._sgd(names, grads, lrs)
         return losses.detach()
 
     @torch.no_grad()
@@ -116,7 +222,8 @@ class Population:
         correct = torch.zeros(self.size, dtype=torch.long, device=self.device)
         for start in range(0, len(labels), batch_size):
             x = images[start:start + batch_size].float().sub_(m).div_(s)
-            logits = self._eval_fwd(self.params, self.buffers, x)
+            with self._autocast():
+                logits = self._eval_fwd(self.params, self.buffers, x)
             correct += (logits.argmax(-1) == labels[start:start + batch_size]).sum(1)
         self.base.train()
         return 100.0 * correct.double().cpu() / max(len(labels), 1)
@@ -133,6 +240,7 @@ class Population:
             if self.momentum is not None:
                 self.momentum = {n: b.index_select(0, idx) for n, b in self.momentum.items()}
         self.size = len(idx)
+        self._graph, self._graph_io, self._eager_steps = None, {}, 0  # new tensors: recapture
 
     def member_state(self, i: int) -> dict[str, Tensor]:
         """Member ``i`` as a CPU ``state_dict`` of the architecture."""
@@ -155,21 +263,35 @@ def population_batches(
 ) -> Iterator[tuple[Tensor, Tensor]]:
     """One epoch for every member at once: (x (S, B, 3, H, W) normalised, y (S, B)).
 
-    Member i's batches are exactly those ``data.batches`` draws from ``generators[i]``; the
-    gather, crop, flip and normalisation of all members happen in one device operation.
+    Member i's batches are exactly those ``data.batches`` draws from ``generators[i]``. The
+    whole epoch's draws go to the device in one copy (a copy per step would stall the host
+    on the GPU); the gather, crop, flip and normalisation of all members happen in one
+    device operation per step.
     """
     images = split.images.to(device)
     labels = split.labels.to(device)
     m, s = _stats_tensors(mean, std, device)
-    plans = [epoch_plan(len(split), batch_size, shuffle=True, augment=augment, generator=g,
-                        image_hw=tuple(split.images.shape[2:])) for g in generators]
-    for draws in zip(*plans, strict=True):
-        idx = torch.stack([d[0] for d in draws]).to(device, non_blocking=True)
+    plans = [list(epoch_plan(len(split), batch_size, shuffle=True, augment=augment,
+                             generator=g, image_hw=tuple(split.images.shape[2:])))
+             for g in generators]
+    n_steps = len(plans[0])
+    # per step: indices (S, B), crop rows (S*B, H) and cols (S*B, W), all on the device
+    steps = [tuple(torch.stack([p[t][j] for p in plans]) for j in range(3 if augment else 1))
+             for t in range(n_steps)]
+    flat = [a for st in steps for a in st]
+    sizes = [a.numel() for a in flat]
+    pinned = torch.cat([a.flatten() for a in flat])
+    if torch.device(device).type == "cuda":
+        pinned = pinned.pin_memory()
+    on_dev = torch.split(pinned.to(device, non_blocking=True), sizes)
+    k = 0
+    for st in steps:
+        parts = [on_dev[k + j].view(a.shape) for j, a in enumerate(st)]
+        k += len(st)
+        idx = parts[0]
         x = images[idx.flatten()]
         if augment:
-            rows = torch.cat([d[1] for d in draws])
-            cols = torch.cat([d[2] for d in draws])
-            x = apply_augment(x, rows, cols)
+            x = apply_augment(x, parts[1].flatten(0, 1), parts[2].flatten(0, 1))
         x = x.float().sub_(m).div_(s)
         yield x.view(*idx.shape, *x.shape[1:]), labels[idx]
 
