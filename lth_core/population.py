@@ -152,6 +152,7 @@ class Population:
                 return self._step(x, y, lrs.to(self.device))
             try:
                 self._capture(x, y, lrs)
+                io = self._graph_io
             except RuntimeError as err:  # an op that cannot be captured: stay eager
                 tqdm_write(f"CUDA graph capture failed ({err}); training eagerly")
                 self.use_graph, self._graph, self._graph_io = False, None, {}

@@ -48,6 +48,7 @@ def search_meta(name: str, cfg: SearchConfig, data: Dataset) -> dict[str, Any]:
     """What every run in one results folder must share (more stages may be added later)."""
     config = to_dict(cfg)
     config.pop("stages")
+    config["train"].pop("cuda_graphs")  # how the engine runs, not what it computes
     return {"name": name, "config": config, "data": data.identity()}
 
 

@@ -119,6 +119,8 @@ class ResultsStore:
             except ValueError as err:
                 _warn_corrupt(path, err)
                 old = None
+            if old is not None:  # engine settings recorded by earlier versions do not count
+                old.get("config", {}).get("train", {}).pop("cuda_graphs", None)
             diff = setup_difference(old, meta) if old is not None else None
             if diff:
                 raise StoreError(f"{self.root / arch} holds results of another setup ({diff}); "
