@@ -15,7 +15,6 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,8 +77,9 @@ def stackable_batchnorm(model: nn.Module) -> nn.Module:
 class Population:
     """S models of one architecture, stacked, with a masked SGD step equal to torch's SGD.
 
-    On CUDA (``cfg.amp``) the forward runs under bf16 autocast, with BatchNorm statistics in
-    fp32 (``StackedBatchNorm2d``); elsewhere, or with ``amp`` off, in fp32. With
+    On CUDA (``cfg.amp``) convolutions and linear layers run in bf16, BatchNorm in fp32
+    (``StackedBatchNorm2d``), the loss and the SGD update in fp32; elsewhere, or with ``amp``
+    off, everything runs in fp32. With
     ``cfg.cuda_graphs`` the training step of full batches is captured once in a CUDA graph
     and replayed, so a step costs one launch instead of hundreds; everything per member
     (masks, learning rates, momentum) lives in device tensors the graph reads in place.
@@ -94,8 +94,16 @@ class Population:
         # amp=None: bf16 on CUDA when the recipe asks for it; True forces it (CPU tests)
         self.amp = (cfg.amp and self.device.type == "cuda") if amp is None else amp
         self.base = model_fn().to(self.device)
+        # bf16: the weights of convolutions and linear layers are cast per step (the fp32
+        # parameters stay the masters), the input is cast, BatchNorm works in fp32. Done by
+        # hand, not by autocast: on CUDA a vmapped convolution with a bias slipped past
+        # autocast's casts ("Input type BFloat16 and bias type float") in torch 2.11.
+        self._low: set[str] = set()
         if self.amp:
             stackable_batchnorm(self.base)
+            self._low = {f"{m}.{n}" if m else n for m, mod in self.base.named_modules()
+                         if isinstance(mod, nn.Conv2d | nn.Linear)
+                         for n, _ in mod.named_parameters(recurse=False)}
         self.use_graph = bool(cfg.cuda_graphs) and self.device.type == "cuda"
         self._graph: Any = None
         self._graph_io: dict[str, Tensor] = {}
@@ -124,11 +132,12 @@ class Population:
         self._eval_fwd = vmap(fwd, in_dims=(0, 0, None))
 
     # -- training ----------------------------------------------------------------------------
-    def _autocast(self):
-        if self.amp:
-            # no cast cache: a captured graph must not hold casts made outside it
-            return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=False)
-        return nullcontext()
+    def _cast(self, x: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        """The parameters and input the forward sees: bf16 where ``amp`` says so."""
+        if not self.amp:
+            return self.params, x
+        low = torch.bfloat16
+        return {n: p.to(low) if n in self._low else p for n, p in self.params.items()}, x.to(low)
 
     def train_step(self, x: Tensor, y: Tensor, lrs: Tensor | float) -> Tensor:
         """One masked SGD step for every member; x is (S, B, ...), y (S, B). Returns (S,) loss."""
@@ -175,8 +184,8 @@ class Population:
         self._graph, self._graph_io = graph, io
 
     def _step(self, x: Tensor, y: Tensor, lrs: Tensor) -> Tensor:
-        with self._autocast():
-            logits = self._train_fwd(self.params, self.buffers, x)
+        params, x = self._cast(x)
+        logits = self._train_fwd(params, self.buffers, x)
         s, b = y.shape
         losses = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none",
                                  label_smoothing=self.cfg.label_smoothing).view(s, b).mean(1)
@@ -223,8 +232,8 @@ class Population:
         correct = torch.zeros(self.size, dtype=torch.long, device=self.device)
         for start in range(0, len(labels), batch_size):
             x = images[start:start + batch_size].float().sub_(m).div_(s)
-            with self._autocast():
-                logits = self._eval_fwd(self.params, self.buffers, x)
+            params, x = self._cast(x)
+            logits = self._eval_fwd(params, self.buffers, x)
             correct += (logits.argmax(-1) == labels[start:start + batch_size]).sum(1)
         self.base.train()
         return 100.0 * correct.double().cpu() / max(len(labels), 1)
