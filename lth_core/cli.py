@@ -84,16 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
 def _search(args: argparse.Namespace) -> int:
     from .config import SearchConfig, default_train_config
     from .data import DataSpecError, load_data
-    from .models import ARCHITECTURES, build
+    from .models import build, is_buildable
     from .search import search_runs
     from .store import ResultsStore, StoreError
     from .train import resolve_device
     from .workers import WorkerError, search_in_workers
 
-    unknown = [a for a in args.arch if a not in ARCHITECTURES]
-    if unknown:
-        return _fail(f"unknown architecture {unknown[0]!r}; choose from: "
-                     f"{', '.join(ARCHITECTURES)}")
+    for arch in args.arch:
+        if not is_buildable(arch):
+            try:
+                build(arch)
+            except ValueError as err:
+                return _fail(str(err))
     if args.first_run < 0:
         return _fail("--first-run must be >= 0")
     if args.workers and args.workers > 1 and args.population and args.population > 1:

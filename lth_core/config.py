@@ -76,6 +76,13 @@ ARCH_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
 
 def default_train_config(arch: str, **overrides: Any) -> TrainConfig:
     """The default recipe for ``arch`` (generic defaults for unknown names), then overrides."""
+    from .models import parse_width
+
+    try:  # the LeNet-5 width family trains with LeNet-5's recipe
+        parse_width(arch)
+        arch = "lenet5"
+    except ValueError:
+        pass
     values = {**ARCH_TRAIN_DEFAULTS.get(arch, {}), **overrides}
     return TrainConfig(**values)
 

@@ -119,11 +119,24 @@ class Population:
         self.masks = {n: torch.stack([m[n] if m else torch.ones_like(self.params[n][0],
                                                                       dtype=torch.bool)
                                       for m in masks]).to(dev) for n in mask_names}
-        # Momentum buffers, or None before the first step (torch's SGD semantics).
+        # Momentum buffers per member: a resumed member's own, zeros for a fresh one. Zeros
+        # give torch's first step exactly (buf = 0 * m + g = g), so fresh and resumed members
+        # can share a stack without resetting anyone.
         self.momentum: dict[str, Tensor] | None = None
-        if momentum is not None and all(m is not None for m in momentum):
-            self.momentum = {n: torch.stack([m[n] for m in momentum]).to(dev)
+        if cfg.momentum:
+            given = list(momentum) if momentum is not None else [None] * self.size
+            self.momentum = {n: torch.stack([m[n].to(dev) if m is not None
+                                             else torch.zeros_like(self.params[n][j])
+                                             for j, m in enumerate(given)]).detach()
                              for n in self.param_names}
+        # A model with dropout is stepped member by member (vmap would draw one batch of
+        # noise for the whole stack, so a member's dropout would depend on its neighbours):
+        # each member draws from its own generator state, as a single run does.
+        self.has_dropout = any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0
+                               for m in self.base.modules())
+        self._rng: list[Tensor] = []
+        if self.has_dropout:
+            self.use_graph = False
 
         def fwd(p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor) -> Tensor:
             return functional_call(self.base, (p, b), (x,))
@@ -149,6 +162,32 @@ class Population:
             return self._graph_step(x, y, lrs)
         return self._step(x, y, lrs.to(self.device))
 
+    def seed_dropout(self, seeds: Sequence[int]) -> None:
+        """Start each member's dropout stream, as ``torch.manual_seed`` starts a single run's."""
+        if not self.has_dropout:
+            return
+        cuda = self.device.type == "cuda"
+        with torch.random.fork_rng(devices=[self.device] if cuda else []):
+            self._rng = []
+            for seed in seeds:
+                torch.manual_seed(seed)
+                self._rng.append(torch.cuda.get_rng_state(self.device) if cuda
+                                 else torch.get_rng_state())
+
+    def _member_forward(self, i: int, params: dict[str, Tensor], x: Tensor) -> Tensor:
+        cuda = self.device.type == "cuda"
+        get = (lambda: torch.cuda.get_rng_state(self.device)) if cuda else torch.get_rng_state
+        put = (lambda s: torch.cuda.set_rng_state(s, self.device)) if cuda else torch.set_rng_state
+        outer = get()
+        if self._rng:
+            put(self._rng[i])
+        out = functional_call(self.base, ({n: p[i] for n, p in params.items()},
+                                          {n: b[i] for n, b in self.buffers.items()}), (x,))
+        if self._rng:
+            self._rng[i] = get()
+        put(outer)
+        return out
+
     GRAPH_WARMUP = 3  # eager steps before capture: lazy init, and momentum buffers exist
 
     def _graph_step(self, x: Tensor, y: Tensor, lrs: Tensor) -> Tensor:
@@ -156,7 +195,7 @@ class Population:
         (an epoch's short last batch) runs eagerly on the same tensors."""
         io = self._graph_io
         if self._graph is None:
-            if self._eager_steps < self.GRAPH_WARMUP or self.momentum is None:
+            if self._eager_steps < self.GRAPH_WARMUP:
                 self._eager_steps += 1
                 return self._step(x, y, lrs.to(self.device))
             try:
@@ -185,7 +224,11 @@ class Population:
 
     def _step(self, x: Tensor, y: Tensor, lrs: Tensor) -> Tensor:
         params, x = self._cast(x)
-        logits = self._train_fwd(params, self.buffers, x)
+        if self.has_dropout:
+            logits = torch.stack([self._member_forward(i, params, x[i])
+                                  for i in range(self.size)])
+        else:
+            logits = self._train_fwd(params, self.buffers, x)
         s, b = y.shape
         losses = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none",
                                  label_smoothing=self.cfg.label_smoothing).view(s, b).mean(1)
@@ -203,14 +246,10 @@ class Population:
         params = [self.params[n] for n in names]
         if cfg.weight_decay:
             torch._foreach_add_(grads, params, alpha=cfg.weight_decay)
-        if cfg.momentum:
-            if self.momentum is None:
-                self.momentum = {n: g.clone() for n, g in zip(names, grads, strict=True)}
-            else:
-                bufs = [self.momentum[n] for n in names]
-                torch._foreach_mul_(bufs, cfg.momentum)
-                torch._foreach_add_(bufs, grads)
+        if self.momentum is not None:
             bufs = [self.momentum[n] for n in names]
+            torch._foreach_mul_(bufs, cfg.momentum)
+            torch._foreach_add_(bufs, grads)
             if cfg.nesterov:
                 torch._foreach_add_(grads, bufs, alpha=cfg.momentum)
             else:
@@ -249,6 +288,8 @@ class Population:
             self.masks = {n: m.index_select(0, idx) for n, m in self.masks.items()}
             if self.momentum is not None:
                 self.momentum = {n: b.index_select(0, idx) for n, b in self.momentum.items()}
+        if self._rng:
+            self._rng = [self._rng[i] for i in members]
         self.size = len(idx)
         self._graph, self._graph_io, self._eager_steps = None, {}, 0  # new tensors: recapture
 
@@ -372,10 +413,9 @@ def train_population_stage(
     template_model = model_fn()
     # checkpoints use torch SGD's state-dict format, so either engine can resume them
     opt_template = make_optimizer(template_model, cfg).state_dict()
-    momenta = [start_momentum(i) for i in active]
     pop = Population(model_fn, [start_state(i) for i in active],
                      [members[i].masks for i in active], cfg, device,
-                     momentum=momenta if all(m is not None for m in momenta) else None)
+                     momentum=[start_momentum(i) for i in active])
     steps_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
     train_split = data.train.to(device)
 
@@ -384,7 +424,8 @@ def train_population_stage(
         epochs = [track[i]["epoch"] for i in active]
         gens = [torch.Generator().manual_seed(derive_seed(members[i].seed, "epoch", e))
                 for i, e in zip(active, epochs, strict=True)]
-        torch.manual_seed(derive_seed(*(members[i].seed for i in active), "dropout", *epochs))
+        pop.seed_dropout([derive_seed(members[i].seed, "dropout", e)
+                          for i, e in zip(active, epochs, strict=True)])
         loss_sum = torch.zeros(len(active), dtype=torch.float64, device=device)
         n_seen = 0
         batches = population_batches(train_split, cfg.batch_size, mean=data.mean, std=data.std,

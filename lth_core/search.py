@@ -8,6 +8,7 @@ epoch, so an interrupted search resumes where it stopped and ends with the same 
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
@@ -97,21 +98,76 @@ def stage_record(name: str, run: int, stage: int, masks: Masks, outcome: StageOu
     }
 
 
+class InitMismatch(ValueError):
+    """A run's initial weights, regenerated from its seed, differ from the stored ones."""
+
+
+def state_checksum(state: dict[str, Tensor]) -> str:
+    """sha256 of a state dict's names and values (CPU, in name order)."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        h.update(k.encode())
+        h.update(state[k].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 class _Run:
-    """One run's progress: initial weights, masks of every stage, next stage, resume state."""
+    """One run's progress: initial weights, masks of the stages to train, resume state.
+
+    Where it stands comes from its checkpoint when that is at least as far as the records,
+    else from the records alone: stages 0..k-1 recorded and the mask stage k-1 produced
+    (``mask-stage-{k-1}.npz``) continue at stage k, with theta_init regenerated from the
+    seed and checked against ``init.json``.
+    """
 
     def __init__(self, model_fn: Callable[[], nn.Module], name: str, run: int,
                  cfg: SearchConfig, store: ResultsStore):
-        self.name, self.run, self.cfg, self.store = name, run, cfg, store
+        self.model_fn, self.name, self.run, self.cfg, self.store = model_fn, name, run, cfg, store
         self.seed = run_seed(name, run, cfg)
-        ckpt = store.load_checkpoint(name, run)
-        if ckpt is not None:
-            self.theta_init, self.masks = ckpt["theta_init"], ckpt["masks"]
-            self.next_stage, self.train_state = ckpt["stage"], ckpt["train_state"]
+        self._theta: dict[str, Tensor] | None = None
+        self.train_state: dict[str, Any] | None = None
+        recorded = store.recorded_stages(name, run, cfg.stages)
+        ckpt = store.load_checkpoint(name, run) if recorded < cfg.stages else None
+        if ckpt is not None and ckpt["stage"] >= recorded:
+            masks = ckpt["masks"]  # a list in checkpoints of earlier versions
+            self.masks = dict(enumerate(masks)) if isinstance(masks, list) else dict(masks)
+            self._theta, self.next_stage = ckpt["theta_init"], ckpt["stage"]
+            self.train_state = ckpt["train_state"]
         else:
-            model = init_model(model_fn, self.seed)
-            self.theta_init = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            self.masks, self.next_stage, self.train_state = [full_masks(model)], 0, None
+            self.next_stage, self.masks = self._from_records(recorded)
+
+    def _from_records(self, recorded: int) -> tuple[int, dict[int, Masks]]:
+        if recorded >= self.cfg.stages:
+            return recorded, {}  # nothing to train
+        k = recorded
+        while k > 0:
+            m = self.store.read_mask(self.name, self.run, k - 1)  # warns when unusable
+            if m is not None:
+                return k, {k: m}
+            k -= 1  # recompute the stage whose mask is missing
+        return 0, {0: full_masks(self.model_fn())}
+
+    @property
+    def theta_init(self) -> dict[str, Tensor]:
+        if self._theta is None:
+            model = init_model(self.model_fn, self.seed)
+            self._theta = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        return self._theta
+
+    def check_init(self) -> None:
+        """Refuse to train from initial weights that differ from those the run started with."""
+        digest = state_checksum(self.theta_init)
+        stored = self.store.read_init(self.name, self.run)
+        if stored is None:
+            self.store.write_init(self.name, self.run, {
+                "theta_init_sha256": digest, "seed": self.seed,
+                "torch_version": torch.__version__})
+        elif stored.get("theta_init_sha256") != digest:
+            raise InitMismatch(
+                f"{self.name} run {self.run}: the initial weights made from its seed here "
+                f"(torch {torch.__version__}) differ from those it started with (torch "
+                f"{stored.get('torch_version', '?')}); continue it with that torch version, "
+                "or use another --results directory")
 
     def needs(self, k: int) -> bool:
         """Stage k must be (re)computed: not reached yet, or its record is missing/corrupt."""
@@ -122,6 +178,10 @@ class _Run:
 
     def rewound(self, k: int) -> dict[str, Tensor]:
         """Algorithm 1, line 6, as a state dict: theta_init masked by every mask so far."""
+        if k not in self.masks:
+            raise RuntimeError(f"{self.name} run {self.run}: the mask of stage {k} is not "
+                               "stored; delete the run's later records to recompute it")
+        self.check_init()
         state = dict(self.theta_init)
         for n, m in self.masks[k].items():
             state[n] = self.theta_init[n] * m
@@ -138,21 +198,24 @@ class _Run:
 
     def finish(self, k: int, model: nn.Module, outcome: StageOutcome, data: Dataset,
                pairs: Tensor, device: torch.device) -> None:
-        """Measure the trained stage, write its record, then prune (line 5) if it is new."""
+        """Measure the trained stage, prune (line 5) if it is new, write mask and record."""
         model.load_state_dict(outcome.state)
         measured = measure_stage(model, data, pairs, self.cfg, device)
+        new = None
+        if k == self.next_stage:
+            pruner = PRUNERS[self.cfg.pruner]
+            new = {n: m.cpu() for n, m in pruner(model, self.cfg.prune_rate, self.masks[k],
+                                                 seed=derive_seed(self.seed, "prune", k)).items()}
+            self.store.write_mask(self.name, self.run, k, new)  # before the record: see needs
         self.store.write_record(stage_record(self.name, self.run, k, self.masks[k], outcome,
                                              measured, self.cfg, data, device))
         if self.run < self.cfg.hidden_runs:
             x0, x1 = pairs[0].to(device)
             self.store.write_hidden(self.name, self.run, k, hidden_trajectories(
                 model, x0, x1, self.cfg.hidden_arc_points))
-        if k == self.next_stage:
-            pruner = PRUNERS[self.cfg.pruner]
-            new = pruner(model, self.cfg.prune_rate, self.masks[k],
-                         seed=derive_seed(self.seed, "prune", k))
-            # masks of every stage are kept so that any stage can be recomputed later
-            self.masks = self.masks[: k + 1] + [{n: m.cpu() for n, m in new.items()}]
+        if new is not None:
+            # masks of every stage seen here are kept so that any can be recomputed later
+            self.masks[k + 1] = new
             self.next_stage, self.train_state = k + 1, None
             self.save()
 

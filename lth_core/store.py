@@ -4,9 +4,14 @@ Layout (one folder per architecture and run)::
 
     DIR/<arch>/search.json               the config and data every run of <arch> used
     DIR/<arch>/run-007/stage-2.json      one record per (arch, run, stage)
+    DIR/<arch>/run-007/mask-stage-2.npz  the mask pruning stage 2 produced (stage 3 trains it)
+    DIR/<arch>/run-007/init.json         checksum of the run's initial weights
     DIR/<arch>/run-007/hidden-stage-2.npz  per-block 2D arcs (Figure 1), some runs only
-    DIR/<arch>/run-007/ckpt/state.pt     what resuming needs (not committed to git)
+    DIR/<arch>/run-007/ckpt/state.pt     resuming inside a stage (not committed to git)
     DIR/<arch>/run-007/.lock             held by the process computing that run
+
+Records, masks and ``init.json`` are enough to continue a search on any machine: the initial
+weights are regenerated from the run's seed and checked against the checksum.
 
 Every file is written to a temporary name and renamed into place, so a reader (or a process
 killed mid-write) never sees half a file. A run is computed by one process at a time: the lock
@@ -105,6 +110,21 @@ class ResultsStore:
     def checkpoint_path(self, arch: str, run: int) -> Path:
         return self.run_dir(arch, run) / "ckpt" / "state.pt"
 
+    def mask_path(self, arch: str, run: int, stage: int) -> Path:
+        return self.run_dir(arch, run) / f"mask-stage-{stage}.npz"
+
+    def recorded_stages(self, arch: str, run: int, stages: int) -> int:
+        """How many leading stages (of ``stages``) have a valid record."""
+        k = 0
+        while k < stages and self.read_record(arch, run, k) is not None:
+            k += 1
+        return k
+
+    def runs(self, arch: str) -> list[int]:
+        """The run numbers that have a folder under ``arch``."""
+        return sorted(int(p.name[4:]) for p in (self.root / arch).glob("run-[0-9]*")
+                      if p.name[4:].isdigit())
+
     # -- search metadata ---------------------------------------------------------------------
     def check_search(self, arch: str, meta: dict[str, Any]) -> None:
         """Refuse to mix runs of different configs or data in one folder; record the first.
@@ -148,6 +168,53 @@ class ResultsStore:
         path = self.run_dir(arch, run) / f"hidden-stage-{stage}.npz"
         with np.load(path) as z:
             return [(k.split("_", 1)[1], z[k]) for k in sorted(z.files)]
+
+    # -- masks and initial weights: what continuing needs besides the records --------------
+    def write_mask(self, arch: str, run: int, stage: int, masks: dict[str, torch.Tensor]) -> None:
+        """The mask ``stage`` produced, bit-packed (LeNet-5: 8 KB)."""
+        names = sorted(masks)
+        arrays = {f"{i:03d}": np.packbits(masks[n].cpu().numpy().astype(bool).ravel())
+                  for i, n in enumerate(names)}
+        index = json.dumps({"names": names, "shapes": [list(masks[n].shape) for n in names]})
+        buf = io.BytesIO()
+        np.savez_compressed(buf, index=np.array(index), **arrays)
+        atomic_write_bytes(self.mask_path(arch, run, stage), buf.getvalue())
+
+    def read_mask(self, arch: str, run: int, stage: int) -> dict[str, torch.Tensor] | None:
+        """The mask ``stage`` produced, or None (with a warning naming the file) when missing
+        or corrupt."""
+        path = self.mask_path(arch, run, stage)
+        if not path.exists():
+            warnings.warn(f"mask file {path} is missing; stage {stage} of {arch} run {run} "
+                          "will be recomputed", CorruptRecordWarning, stacklevel=2)
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                index = json.loads(str(z["index"]))
+                out = {}
+                for i, (n, shape) in enumerate(zip(index["names"], index["shapes"],
+                                                   strict=True)):
+                    count = int(np.prod(shape))
+                    bits = np.unpackbits(z[f"{i:03d}"], count=count)
+                    if bits.size != count:
+                        raise ValueError(f"{n}: {bits.size} bits for shape {shape}")
+                    out[n] = torch.from_numpy(bits.astype(bool).reshape(shape))
+            return out
+        except Exception as err:  # any unreadable mask is recomputed, never trusted
+            _warn_corrupt(path, err)
+            return None
+
+    def read_init(self, arch: str, run: int) -> dict[str, Any] | None:
+        path = self.run_dir(arch, run) / "init.json"
+        try:
+            return json.loads(path.read_text()) if path.exists() else None
+        except (ValueError, OSError) as err:
+            _warn_corrupt(path, err)
+            return None
+
+    def write_init(self, arch: str, run: int, info: dict[str, Any]) -> None:
+        atomic_write_bytes(self.run_dir(arch, run) / "init.json",
+                           json.dumps(info, indent=1, sort_keys=True).encode())
 
     # -- checkpoints -------------------------------------------------------------------------
     def save_checkpoint(self, arch: str, run: int, state: dict[str, Any]) -> None:

@@ -5,9 +5,21 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from lth_core.models import ARCHITECTURES, PARAM_COUNTS, build, count_parameters
+from lth_core.models import (
+    ARCHITECTURES,
+    PARAM_COUNTS,
+    WIDTH_FAMILY,
+    WIDTH_PARAM_COUNTS,
+    build,
+    count_parameters,
+    is_buildable,
+    parse_width,
+    width_name,
+)
+from lth_core.models.lenet import LeNet5
 
 NAMES = list(ARCHITECTURES)
+WIDTH_NAMES = list(WIDTH_FAMILY)
 
 
 @pytest.fixture(autouse=True)
@@ -100,3 +112,105 @@ def test_vmap_population_train_step(name: str) -> None:
         elif key.endswith("running_mean"):
             assert buf.abs().sum() > 0, key
             assert not torch.equal(buf[0], buf[1]), key
+
+
+# --- LeNet-5 width family ---------------------------------------------------------------------
+
+
+class _PaperLeNet5(nn.Module):
+    """LeNet-5 as written before the width parameter existed: the bit-for-bit reference."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Sequential(nn.Conv2d(3, 6, 5), nn.ReLU(), nn.MaxPool2d(2))
+        self.conv2 = nn.Sequential(nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2))
+        self.fc1 = nn.Sequential(nn.Flatten(), nn.Linear(16 * 5 * 5, 120), nn.ReLU())
+        self.fc2 = nn.Sequential(nn.Linear(120, 84), nn.ReLU())
+        self.fc3 = nn.Linear(84, 10)
+
+
+def test_width_family_registry() -> None:
+    assert list(WIDTH_FAMILY.items()) == [
+        ("lenet5-w0.25", 0.25), ("lenet5-w0.5", 0.5), ("lenet5", 1.0), ("lenet5-w2", 2.0),
+    ]
+    assert list(WIDTH_PARAM_COUNTS) == WIDTH_NAMES
+    assert WIDTH_PARAM_COUNTS["lenet5"] == PARAM_COUNTS["lenet5"]
+    assert list(ARCHITECTURES)[0] == "lenet5" and len(ARCHITECTURES) == 7  # family not mixed in
+    counts = list(WIDTH_PARAM_COUNTS.values())
+    assert counts == sorted(counts) and len(set(counts)) == len(counts)
+    assert counts[-1] >= 30 * counts[0]
+
+
+@pytest.mark.parametrize("name", WIDTH_NAMES)
+def test_width_exact_parameter_count(name: str) -> None:
+    model = build(name)
+    assert isinstance(model, LeNet5) and model.width == WIDTH_FAMILY[name]
+    assert count_parameters(model) == WIDTH_PARAM_COUNTS[name]
+    assert count_parameters(LeNet5(width=WIDTH_FAMILY[name])) == WIDTH_PARAM_COUNTS[name]
+
+
+@pytest.mark.parametrize("name", WIDTH_NAMES)
+def test_width_output_shape_and_blocks(name: str) -> None:
+    model = build(name).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        out = model(x)
+        assert out.shape == (2, 10)
+        for _, block in model.blocks():
+            x = block(x)
+        torch.testing.assert_close(x, out, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("make", [lambda: LeNet5(), lambda: LeNet5(width=1.0),
+                                  lambda: build("lenet5"), lambda: build("lenet5-w1")])
+def test_width_one_is_the_paper_lenet5_bit_for_bit(make) -> None:
+    torch.manual_seed(123)
+    reference = _PaperLeNet5().state_dict()
+    torch.manual_seed(123)
+    state = make().state_dict()
+    assert list(state) == list(reference)
+    for key, tensor in reference.items():
+        assert state[key].shape == tensor.shape and torch.equal(state[key], tensor), key
+
+
+def test_width_rounds_channels_half_up_and_at_least_one() -> None:
+    def shape(width: float) -> tuple[int, ...]:
+        m = LeNet5(width=width)
+        return (m.conv1[0].out_channels, m.conv2[0].out_channels,
+                m.fc1[1].out_features, m.fc2[0].out_features)
+
+    assert shape(0.25) == (2, 4, 30, 21)  # 6 * 0.25 = 1.5 rounds up
+    assert shape(2) == (12, 32, 240, 168)
+    assert shape(0.001) == (1, 1, 1, 1)
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="width"):
+            LeNet5(width=bad)
+
+
+def test_width_name_round_trip() -> None:
+    assert [width_name(w) for w in (0.25, 0.5, 1, 2)] == WIDTH_NAMES
+    assert width_name(2.0) == "lenet5-w2" and width_name(1.50) == "lenet5-w1.5"
+    assert width_name(1e-5) == "lenet5-w0.00001"  # never an exponent
+    for width in (0.25, 0.5, 1.0, 2.0, 1.5, 1 / 3, 0.1 + 0.2, 1e-5, 1e20):
+        name = width_name(width)
+        assert is_buildable(name) and parse_width(name) == width
+    for name, width in WIDTH_FAMILY.items():
+        assert width_name(width) == name and parse_width(name) == width
+    assert parse_width("lenet5-w1") == 1.0 and parse_width("lenet5-w0.50") == 0.5
+    assert all(is_buildable(n) for n in NAMES)
+    for bad in (0.0, -0.5, float("nan"), float("inf")):
+        with pytest.raises(ValueError):
+            width_name(bad)
+
+
+@pytest.mark.parametrize(
+    "name", ["lenet5-wx", "lenet5-w", "lenet5-w0", "lenet5-w-1", "lenet5-w1e-3", "lenet5-wnan",
+             "lenet5-w.5", "lenet5w0.5", "lenet5-w0.5 ", "resnet18-w2"],
+)
+def test_bad_width_name_is_a_clear_one_line_error(name: str) -> None:
+    assert not is_buildable(name)
+    with pytest.raises(ValueError) as info:
+        build(name)
+    message = str(info.value)
+    assert "\n" not in message and repr(name) in message
+    assert all(n in message for n in NAMES) and "lenet5-w<width>" in message

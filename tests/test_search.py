@@ -167,9 +167,17 @@ def test_cli_and_api_give_bit_identical_numbers(tmp_path):
     assert torch.tensor(first["test_acc"].to_numpy()).equal(torch.tensor(b["test_acc"].to_numpy()))
 
 
+def _within_one_example(a, b, data) -> None:
+    """Accuracies agree within one example of the split they were measured on: the level at
+    which two engines (vmapped grouped convolutions vs the members' own) agree on any CPU."""
+    for col, split in (("val_acc", data.val), ("test_acc", data.test)):
+        diff = (a[col].to_numpy() - b[col].to_numpy())
+        assert abs(diff).max() <= 100.0 / len(split) + 1e-9, (col, diff)
+
+
 def test_population_search_matches_one_by_one_and_continues(tmp_path):
-    """``population=2`` trains both runs at once: same records as one by one (LeNet-5 on
-    tiny data is not chaotic at this scale), and a longer search continues from it."""
+    """``population=2`` trains both runs at once: the records of one by one, up to float
+    rounding (accuracies within one example), and a longer search continues from it."""
     single = _search(tmp_path / "single", runs=2)
     from lth_core.data import load_data
 
@@ -179,7 +187,117 @@ def test_population_search_matches_one_by_one_and_continues(tmp_path):
     assert len(short) == 4
     longer = ticket_search(lambda: build("lenet5"), data, tiny_config(), name="lenet5", runs=2,
                            results=tmp_path / "pop", population=2, progress=False)
-    exact = ["arch", "run", "stage", "density", "n_weights", "val_acc", "test_acc", "epochs",
-             "best_epoch"]
+    exact = ["arch", "run", "stage", "density", "n_weights", "epochs"]
     assert longer[exact].equals(single[exact])
-    assert (longer["traj_len"] - single["traj_len"]).abs().max() < 1e-3 * single["traj_len"].max()
+    _within_one_example(longer, single, data)
+    assert (longer["traj_len"] - single["traj_len"]).abs().max() < 1e-2 * single["traj_len"].max()
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def _no_training(monkeypatch) -> None:
+    def refuse(*a, **k):
+        raise AssertionError("a stage was trained")
+    monkeypatch.setattr("lth_core.search.train_stage", refuse)
+    monkeypatch.setattr("lth_core.search.train_population_stage", refuse)
+
+
+def _drop_checkpoints(root: Path) -> None:
+    for p in root.rglob("ckpt"):
+        for f in p.iterdir():
+            f.unlink()
+        p.rmdir()
+
+
+@pytest.mark.parametrize("population", [1, 2])
+def test_complete_records_without_checkpoints_do_nothing(tmp_path, monkeypatch, population):
+    """A fresh clone holds records, masks and init.json but no checkpoints: a search over them
+    trains nothing and rewrites no file, byte for byte."""
+    _search(tmp_path, runs=2)
+    _drop_checkpoints(tmp_path)
+    before = _snapshot(tmp_path)
+    _no_training(monkeypatch)
+    data = load_data(TINY_DATA)
+    report = search_runs(lambda: build("lenet5"), data, tiny_config(), name="lenet5", runs=2,
+                         results=tmp_path, population=population, progress=False)
+    assert report.finished == [0, 1]
+    assert _snapshot(tmp_path) == before
+
+
+def test_longer_search_continues_from_records_alone(tmp_path, monkeypatch):
+    """K=3, checkpoints deleted, then K=5: stages 3 and 4 only are trained, stages 0-2 stay
+    byte for byte, and stage 3 equals an uninterrupted K=5 search's (same process and
+    kernels on purpose, so the numbers are identical)."""
+    _search(tmp_path / "a", stages=3)
+    _drop_checkpoints(tmp_path / "a")
+    before = _snapshot(tmp_path / "a")
+    import lth_core.search as search
+
+    trained = []
+    real = search.train_stage
+    monkeypatch.setattr(search, "train_stage",
+                        lambda *a, seed, **k: trained.append(seed) or real(*a, seed=seed, **k))
+    longer = _search(tmp_path / "a", stages=5)
+    assert len(trained) == 2
+    after = _snapshot(tmp_path / "a")
+    assert all(after[k] == v for k, v in before.items() if "stage-" in k)
+    monkeypatch.setattr(search, "train_stage", real)
+    reference = _search(tmp_path / "ref", stages=5)
+    assert longer[COMPARED].equals(reference[COMPARED])
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupt"])
+def test_missing_or_corrupt_mask_is_reported_and_its_stage_recomputed(tmp_path, damage):
+    ref = _search(tmp_path, stages=2)
+    _drop_checkpoints(tmp_path)
+    mask = tmp_path / "lenet5" / "run-000" / "mask-stage-1.npz"
+    if damage == "missing":
+        mask.unlink()
+    else:
+        mask.write_bytes(mask.read_bytes()[:40])
+    with pytest.warns(CorruptRecordWarning, match="mask-stage-1.npz"):
+        longer = _search(tmp_path, stages=3)
+    assert mask.exists() and len(longer) == 3
+    assert longer[longer.stage < 2][COMPARED].equals(ref[COMPARED])
+
+
+def test_changed_initial_weights_are_refused(tmp_path):
+    """theta_init regenerated from the seed is checked against the run's init.json: a
+    mismatch (another torch version, say) is refused in one line, and nothing is written."""
+    cmd = CLI + ["--results", str(tmp_path), "--runs", "1"]
+    subprocess.run(cmd + ["--stages", "1"], check=True, capture_output=True)
+    _drop_checkpoints(tmp_path)
+    init = tmp_path / "lenet5" / "run-000" / "init.json"
+    info = json.loads(init.read_text())
+    init.write_text(json.dumps({**info, "theta_init_sha256": "0" * 64, "torch_version": "0.1"}))
+    before = _snapshot(tmp_path)
+    cli = subprocess.run(cmd + ["--stages", "2"], capture_output=True, text=True)
+    assert cli.returncode == 2
+    assert cli.stderr.strip().count("\n") == 0, cli.stderr
+    assert "initial weights" in cli.stderr and "torch 0.1" in cli.stderr
+    assert _snapshot(tmp_path) == before
+
+
+def test_kill_9_population_search_then_resume_equals_uninterrupted(tmp_path):
+    """The population engine killed mid-stage and after a record continues to the same
+    records (same machine and kernels: identical numbers)."""
+    cmd = CLI + ["--population", "2"]
+    ref = tmp_path / "ref"
+    subprocess.run(cmd + ["--results", str(ref)], check=True, capture_output=True)
+    expected = load_results(ref)[COMPARED]
+    killed = tmp_path / "killed"
+    for wait_for in ["run-001/ckpt/state.pt", "run-001/stage-1.json"]:
+        proc = subprocess.Popen(cmd + ["--results", str(killed)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        target = killed / "lenet5" / wait_for
+        deadline = time.time() + 120
+        while not target.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    done = subprocess.run(cmd + ["--results", str(killed)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert load_results(killed)[COMPARED].equals(expected)

@@ -1,7 +1,13 @@
-"""The seven CIFAR-10 architectures of the paper, ordered by parameter count (Table 1)."""
+"""The seven CIFAR-10 architectures of the paper, ordered by parameter count (Table 1).
 
+Also the LeNet-5 width family, named ``lenet5-w<width>`` (``lenet5`` itself at width 1).
+"""
+
+import math
+import re
 from collections import OrderedDict
 from collections.abc import Callable
+from decimal import Decimal
 
 from torch import nn
 
@@ -36,11 +42,73 @@ PARAM_COUNTS: dict[str, int] = {
 }
 
 
+_WIDTH_PREFIX = "lenet5-w"
+_WIDTH_NAME = re.compile(r"lenet5-w(\d+(?:\.\d+)?)", re.ASCII)
+
+
+def width_name(width: float) -> str:
+    """Canonical name of LeNet-5 at ``width``: ``lenet5`` at 1, else e.g. ``lenet5-w0.5``."""
+    width = float(width)
+    if not (math.isfinite(width) and width > 0):
+        raise ValueError(f"LeNet-5 width must be a positive finite number, got {width!r}")
+    if width == 1.0:
+        return "lenet5"
+    digits = format(Decimal(repr(width)), "f")  # plain decimal, never an exponent
+    if "." in digits:
+        digits = digits.rstrip("0").rstrip(".")
+    return _WIDTH_PREFIX + digits
+
+
+def _unknown(name: str) -> ValueError:
+    return ValueError(
+        f"unknown architecture {name!r}; choose from: {', '.join(ARCHITECTURES)}, "
+        f"or {_WIDTH_PREFIX}<width> with <width> a positive decimal (e.g. lenet5-w0.5, lenet5-w2)"
+    )
+
+
+def parse_width(name: str) -> float:
+    """The LeNet-5 width multiplier a name stands for (1.0 for ``lenet5``); ValueError if none."""
+    if name == "lenet5":
+        return 1.0
+    match = _WIDTH_NAME.fullmatch(name)
+    if match is None or float(match.group(1)) <= 0:
+        raise _unknown(name)
+    return float(match.group(1))
+
+
+# The study's widths (issue "Does ticket search favour small models?"), by parameter count.
+WIDTH_FAMILY: dict[str, float] = {
+    "lenet5-w0.25": 0.25,
+    "lenet5-w0.5": 0.5,
+    "lenet5": 1.0,
+    "lenet5-w2": 2.0,
+}
+
+# Exact trainable-parameter counts of the width family at num_classes=10.
+WIDTH_PARAM_COUNTS: dict[str, int] = {
+    "lenet5-w0.25": 4_257,
+    "lenet5-w0.5": 15_888,
+    "lenet5": 62_006,
+    "lenet5-w2": 244_962,
+}
+
+
+def is_buildable(name: str) -> bool:
+    """Whether ``build(name)`` accepts the name: a paper architecture or ``lenet5-w<width>``."""
+    if name in ARCHITECTURES:
+        return True
+    try:
+        parse_width(name)
+    except ValueError:
+        return False
+    return True
+
+
 def build(name: str, num_classes: int = 10) -> nn.Module:
-    """Construct an architecture by registry name."""
-    if name not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {name!r}; choose from: {', '.join(ARCHITECTURES)}")
-    return ARCHITECTURES[name](num_classes=num_classes)
+    """Construct an architecture by registry name, or LeNet-5 at a width by ``lenet5-w<width>``."""
+    if name in ARCHITECTURES:
+        return ARCHITECTURES[name](num_classes=num_classes)
+    return lenet5(num_classes=num_classes, width=parse_width(name))
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -48,4 +116,14 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-__all__ = ["ARCHITECTURES", "PARAM_COUNTS", "build", "count_parameters"]
+__all__ = [
+    "ARCHITECTURES",
+    "PARAM_COUNTS",
+    "WIDTH_FAMILY",
+    "WIDTH_PARAM_COUNTS",
+    "build",
+    "count_parameters",
+    "is_buildable",
+    "parse_width",
+    "width_name",
+]
