@@ -179,7 +179,7 @@ def test_chapters_prefer_a_larger_stored_set_and_show_your_run_beside(built_book
     import json
     import shutil
 
-    from lth_core.profiles import ensure_results
+    from lth_book.profiles import ensure_results
 
     params = json.loads((built_book.out / "book-build.json").read_text())["params"]
     if params["profile"] != "smoke":

@@ -6,9 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lth_core.metrics import table2
-from lth_core.models import ARCHITECTURES
-from lth_core.paper import (
+from lth_book.paper import (
     LTS_CANDIDATES,
     PAPER_PARAMS,
     PAPER_TABLE1,
@@ -17,6 +15,8 @@ from lth_core.paper import (
     lts_printed_definition,
     paper_table2,
 )
+from lth_core.metrics import table2
+from lth_core.models import ARCHITECTURES
 
 
 def test_table1_as_printed():

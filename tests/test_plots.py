@@ -15,10 +15,10 @@ from matplotlib.collections import LineCollection
 from matplotlib.container import BarContainer, ErrorbarContainer
 from matplotlib.figure import Figure
 
-from lth_core import plots
-from lth_core.claims import bootstrap_ci
+from lth_book import plots
+from lth_book.claims import bootstrap_ci
+from lth_book.paper import paper_table2
 from lth_core.metrics import table2, tl_gain_by_stage
-from lth_core.paper import paper_table2
 
 
 @pytest.fixture(scope="module")

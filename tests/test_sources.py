@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from conftest import tiny_config
 
+from lth_book.sources import best_available, find_result_sets, largest_dense_set
 from lth_core import build, load_results, ticket_search
-from lth_core.sources import best_available, find_result_sets, largest_dense_set
 
 CFG = tiny_config(stages=2)
 
@@ -96,7 +96,7 @@ def test_more_runs_in_the_readers_own_folder_are_shown(stored, tmp_path):
 
 
 def test_provenance_table_keeps_the_dirty_mark_and_splits_pruners(stored):
-    from lth_core.profiles import provenance_table
+    from lth_book.profiles import provenance_table
 
     df = load_results(stored / "own").assign(git_commit="0123456789abcdef0123+dirty")
     both = pd.concat([df, df.assign(pruner="random")], ignore_index=True)
@@ -106,7 +106,7 @@ def test_provenance_table_keeps_the_dirty_mark_and_splits_pruners(stored):
 
 
 def test_a_profile_refuses_a_complete_folder_of_another_setup(stored):
-    from lth_core.profiles import ensure_results
+    from lth_book.profiles import ensure_results
     from lth_core.store import StoreError
 
     # "own" is complete for its 2 runs, but of the tiny recipe, not the smoke profile's

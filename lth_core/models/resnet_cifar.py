@@ -1,6 +1,8 @@
 """ResNet-32 for CIFAR-10 (He et al., 2016, Sec. 4.2), after akamaster's pytorch_resnet_cifar10.
 
-Uses the parameter-free "option A" shortcut and Kaiming-normal init, as the reference does.
+Uses the parameter-free "option A" shortcut. Weights keep PyTorch's default initialisation,
+as every other model here does and as the paper does (the reference's Kaiming-normal init is
+not used), so rewinding restarts every architecture from the same kind of theta_init.
 """
 
 import torch.nn.functional as F
@@ -52,9 +54,6 @@ class CifarResNet(nn.Module):
                 in_planes = planes
         self.layers = nn.ModuleList(layers)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes))
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.kaiming_normal_(m.weight)
 
     def blocks(self) -> list[tuple[str, nn.Module]]:
         """Stem, each BasicBlock, head: the stages the trajectory plots read out."""

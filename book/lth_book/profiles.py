@@ -15,11 +15,11 @@ from typing import Any
 
 import pandas as pd
 
-from .config import SearchConfig, default_train_config
-from .models import ARCHITECTURES, build
-from .store import load_results
+from lth_core.config import SearchConfig, default_train_config
+from lth_core.models import ARCHITECTURES, build
+from lth_core.store import load_results
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 
@@ -92,8 +92,8 @@ def _check_setup(root: Path, arch: str, cfg: SearchConfig) -> None:
     so that no search, and no check of the store, would run)."""
     import json
 
-    from .config import to_dict
-    from .store import StoreError, setup_difference
+    from lth_core.config import to_dict
+    from lth_core.store import StoreError, setup_difference
 
     path = root / arch / "search.json"
     if not path.exists():
@@ -173,10 +173,10 @@ def _compute(prof: Profile, archs: list[str], spec: str, root: Path, runs: int, 
              progress: bool) -> None:
     import torch
 
-    from .data import load_data
-    from .search import ticket_search
-    from .train import resolve_device
-    from .workers import default_workers, search_in_workers
+    from lth_core.data import load_data
+    from lth_core.search import ticket_search
+    from lth_core.train import resolve_device
+    from lth_core.workers import default_workers, search_in_workers
 
     dev = resolve_device(device)
     dataset = None

@@ -17,8 +17,8 @@ import zlib
 import numpy as np
 import pandas as pd
 
-from .metrics import run_summary, table2
-from .models import PARAM_COUNTS
+from lth_core.metrics import run_summary, table2
+from lth_core.models import PARAM_COUNTS
 
 
 def _rng(seed: int, arch: str) -> np.random.Generator:

@@ -26,8 +26,9 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from .lamp import PRUNERS, lamp_scores, prunable_weights
-from .models import PARAM_COUNTS, build
+from lth_core.lamp import PRUNERS, lamp_scores, prunable_weights
+from lth_core.models import PARAM_COUNTS, build
+
 from .paper import PAPER_NAMES
 
 SMALL = (5.0, 3.0)

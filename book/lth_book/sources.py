@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import to_dict
-from .store import load_results, setup_difference
+from lth_core.config import to_dict
+from lth_core.store import load_results, setup_difference
 
 
 @dataclass(frozen=True)
