@@ -7,7 +7,7 @@ DataLoader loop and per image no slower than one run. This measures, with one to
   one run           a full SGD step of one LeNet-5 (forward, backward, optimiser)
   convs only        forward + backward of its two convolutions alone: a ceiling for any
                     way of training it, since every way has to do these
-  population        S runs in one vmapped step (``lth_core.population``), the member convs
+  population        S runs in one vmapped step (``lth_core.engine.population``), the member convs
                     becoming one grouped convolution
   population, NHWC  the same with the input laid out channels-last, which PyTorch's CPU
                     (oneDNN) grouped convolutions prefer
@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from lth_core.config import TrainConfig
+from lth_core.engine.population import Population
 from lth_core.models import build
-from lth_core.population import Population
 from lth_core.provenance import cpu_model
 
 BATCH = 128

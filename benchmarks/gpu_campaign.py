@@ -29,11 +29,11 @@ import torch
 
 from lth_core.config import SearchConfig, default_train_config
 from lth_core.data import load_data
+from lth_core.engine.population import Population
+from lth_core.engine.search import auto_population, init_model, search_runs
+from lth_core.engine.train import resolve_device
 from lth_core.models import ARCHITECTURES, build
-from lth_core.population import Population
-from lth_core.search import auto_population, init_model, search_runs
 from lth_core.store import load_results
-from lth_core.train import resolve_device
 
 SAFETY = 1.15  # a stage is started only if its estimate times this fits the budget left
 

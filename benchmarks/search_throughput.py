@@ -7,7 +7,7 @@ each for a fixed number of SGD steps on synthetic CIFAR-shaped data:
   (a) naive       one run at a time, as LAMP and OpenLTH train: a Dataset of PIL images,
                   per-image torchvision transforms, DataLoader workers, fp32
   (b) engine      one run: uint8 data on the device, bulk augmentation, bf16 on CUDA
-  (c) population  S runs in one vectorised step (``lth_core.population``)
+  (c) population  S runs in one vectorised step (``lth_core.engine.population``)
 
 Achieved FLOP/s (training = 3 x forward FLOPs) is set against a matmul peak measured in the
 same process.
@@ -41,10 +41,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from lth_core.config import TrainConfig
 from lth_core.data import Dataset, Split, batches, load_data
+from lth_core.engine.search import init_model
+from lth_core.engine.train import autocast, lr_at, make_optimizer, resolve_device
 from lth_core.models import ARCHITECTURES, build
 from lth_core.provenance import cpu_model
-from lth_core.search import init_model
-from lth_core.train import autocast, lr_at, make_optimizer, resolve_device
 
 DATA_SPEC = "synthetic:5000:1000"
 DEFAULT_ARCHS = "lenet5,resnet32,mobilenet_v1"
@@ -229,9 +229,9 @@ def engine_step(arch: str, data: Dataset, device: torch.device, batch_size: int)
 def population_api() -> tuple[type, Callable]:
     """``(Population, population_batches)``, or exit with a clear message when missing."""
     try:
-        from lth_core.population import Population, population_batches
+        from lth_core.engine.population import Population, population_batches
     except ImportError as e:
-        raise SystemExit(f"search_throughput: way (c) needs lth_core.population with "
+        raise SystemExit(f"search_throughput: way (c) needs lth_core.engine.population with "
                          f"Population and population_batches, which is not available ({e})"
                          ) from None
     return Population, population_batches

@@ -1,11 +1,11 @@
 """lth_core: lottery-ticket search (train, prune with LAMP, rewind) and the metrics of
 *Not All Lotteries Are Made Equal* (Sahu, Mitheran, Mahapatra)."""
 
-from .config import SearchConfig, TrainConfig, default_train_config
-from .lamp import PRUNERS, lamp_masks, lamp_scores, magnitude_masks, random_masks
-from .models import ARCHITECTURES, build
-from .search import ticket_search
-from .store import load_results
+from lth_core.config import SearchConfig, TrainConfig, default_train_config
+from lth_core.engine.search import ticket_search
+from lth_core.models import ARCHITECTURES, build
+from lth_core.pruning import PRUNERS, lamp_masks, lamp_scores, magnitude_masks, random_masks
+from lth_core.store import load_results
 
 __all__ = [
     "ARCHITECTURES",

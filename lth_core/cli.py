@@ -82,13 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from .config import SearchConfig, default_train_config
-    from .data import DataSpecError, load_data
-    from .models import build, is_buildable
-    from .search import search_runs
-    from .store import ResultsStore, StoreError
-    from .train import resolve_device
-    from .workers import WorkerError, search_in_workers
+    from lth_core.config import SearchConfig, default_train_config
+    from lth_core.data import DataSpecError, load_data
+    from lth_core.engine.search import search_runs
+    from lth_core.engine.train import resolve_device
+    from lth_core.engine.workers import WorkerError, search_in_workers
+    from lth_core.models import build, is_buildable
+    from lth_core.store import ResultsStore, StoreError
 
     for arch in args.arch:
         if not is_buildable(arch):
@@ -140,9 +140,11 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .metrics import format_table2, table2
-    from .models import ARCHITECTURES
-    from .store import StoreError, load_results
+    """Table 2 from the complete runs only; incomplete ones are counted and named per arch,
+    since an unfinished run would otherwise count as a failed search."""
+    from lth_core.analysis.metrics import complete_runs, format_table2, search_stages, table2
+    from lth_core.models import ARCHITECTURES
+    from lth_core.store import StoreError, load_results
 
     try:
         df = load_results(args.results)
@@ -150,15 +152,25 @@ def _report(args: argparse.Namespace) -> int:
         return _fail(str(err))
     if df.empty:
         return _fail(f"no results in {args.results}")
+    stages = search_stages(df)
+    df, left_out = complete_runs(df)
+    notes = [f"{arch}: {n} incomplete run{'s' if n > 1 else ''} left out (fewer than "
+             f"K = {stages[arch]} stages recorded)" for arch, n in left_out.items()]
+    if df.empty:
+        return _fail(f"no complete run in {args.results}; " + "; ".join(notes))
     order = [a for a in ARCHITECTURES if a in set(df["arch"])]
     order += sorted(set(df["arch"]) - set(order))
     t = table2(df, select_on=args.select_on, order=order)
+    t.insert(1, "n_incomplete", [left_out.get(a, 0) for a in t.index])
+    if args.format == "table":
+        print("\n".join([format_table2(t), *notes]))
+        return 0
     if args.format == "csv":
         print(t.reset_index().to_csv(index=False), end="")
-    elif args.format == "json":
-        print(t.reset_index().to_json(orient="records", indent=1))
     else:
-        print(format_table2(t))
+        print(t.reset_index().to_json(orient="records", indent=1))
+    for note in notes:  # stdout stays machine-readable; the column has the counts too
+        print(f"note: {note}", file=sys.stderr)
     return 0
 
 

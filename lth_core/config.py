@@ -46,7 +46,7 @@ class SearchConfig:
 
     def validate(self) -> None:
         """Raise ValueError with one line for a config that cannot run."""
-        from .lamp import PRUNERS
+        from lth_core.pruning import PRUNERS
 
         if self.stages < 1:
             raise ValueError(f"stages must be >= 1, got {self.stages}")
@@ -76,7 +76,7 @@ ARCH_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
 
 def default_train_config(arch: str, **overrides: Any) -> TrainConfig:
     """The default recipe for ``arch`` (generic defaults for unknown names), then overrides."""
-    from .models import parse_width
+    from lth_core.models import parse_width
 
     try:  # the LeNet-5 width family trains with LeNet-5's recipe
         parse_width(arch)

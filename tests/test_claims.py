@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lth_core.claims import (
+from lth_book.claims import (
     bootstrap_ci,
     compare_pruners,
     null_model,
@@ -17,7 +17,7 @@ from lth_core.claims import (
     size_trend,
     spearman,
 )
-from lth_core.metrics import table2
+from lth_core.analysis.metrics import table2
 
 
 def make_results(accs: dict[str, np.ndarray]) -> pd.DataFrame:

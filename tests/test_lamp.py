@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from lth_core.lamp import (
+from lth_core.models import build
+from lth_core.pruning import (
     PRUNERS,
     apply_masks,
     density,
@@ -13,7 +14,6 @@ from lth_core.lamp import (
     lamp_scores,
     prunable_weights,
 )
-from lth_core.models import build
 
 
 def test_lamp_scores_hand_computed():

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lth_core.metrics import format_table2, run_summary, table2, tl_gain_by_stage
+from lth_core.analysis.metrics import format_table2, run_summary, table2, tl_gain_by_stage
 
 D = [1.0, 0.84, 0.7056]  # density after 0, 1, 2 stages of pruning 16%
 

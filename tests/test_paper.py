@@ -15,7 +15,7 @@ from lth_book.paper import (
     lts_printed_definition,
     paper_table2,
 )
-from lth_core.metrics import table2
+from lth_core.analysis.metrics import table2
 from lth_core.models import ARCHITECTURES
 
 

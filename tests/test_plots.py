@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from lth_book import plots
 from lth_book.claims import bootstrap_ci
 from lth_book.paper import paper_table2
-from lth_core.metrics import table2, tl_gain_by_stage
+from lth_core.analysis.metrics import table2, tl_gain_by_stage
 
 
 @pytest.fixture(scope="module")

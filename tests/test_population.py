@@ -3,11 +3,11 @@
 import torch
 
 from lth_core.config import TrainConfig
-from lth_core.lamp import lamp_masks
+from lth_core.engine.population import Member, population_batches, train_population_stage
+from lth_core.engine.search import init_model, rewind
+from lth_core.engine.train import train_stage
 from lth_core.models import build
-from lth_core.population import Member, population_batches, train_population_stage
-from lth_core.search import init_model, rewind
-from lth_core.train import train_stage
+from lth_core.pruning import lamp_masks
 
 CPU = torch.device("cpu")
 CFG = TrainConfig(lr=0.05, max_epochs=4, patience=1, batch_size=64)

@@ -13,8 +13,8 @@ from conftest import TINY_DATA, tiny_config
 from torch import nn
 
 from lth_core.data import load_data
+from lth_core.engine.search import search_runs, ticket_search
 from lth_core.models import build
-from lth_core.search import search_runs, ticket_search
 from lth_core.store import CorruptRecordWarning, ResultsStore, StoreError, load_results
 
 COMPARED = ["arch", "run", "stage", "density", "n_weights", "val_acc", "test_acc", "traj_len",
@@ -201,8 +201,8 @@ def _snapshot(root: Path) -> dict[str, bytes]:
 def _no_training(monkeypatch) -> None:
     def refuse(*a, **k):
         raise AssertionError("a stage was trained")
-    monkeypatch.setattr("lth_core.search.train_stage", refuse)
-    monkeypatch.setattr("lth_core.search.train_population_stage", refuse)
+    monkeypatch.setattr("lth_core.engine.search.train_stage", refuse)
+    monkeypatch.setattr("lth_core.engine.search.train_population_stage", refuse)
 
 
 def _drop_checkpoints(root: Path) -> None:
@@ -234,7 +234,7 @@ def test_longer_search_continues_from_records_alone(tmp_path, monkeypatch):
     _search(tmp_path / "a", stages=3)
     _drop_checkpoints(tmp_path / "a")
     before = _snapshot(tmp_path / "a")
-    import lth_core.search as search
+    import lth_core.engine.search as search
 
     trained = []
     real = search.train_stage

@@ -1,11 +1,11 @@
 import torch
 
 from lth_core.config import TrainConfig
-from lth_core.lamp import lamp_masks, prunable_weights
+from lth_core.engine.search import init_model, rewind
+from lth_core.engine.train import evaluate, train_stage
 from lth_core.models import build
-from lth_core.search import init_model, rewind
+from lth_core.pruning import lamp_masks, prunable_weights
 from lth_core.store import ResultsStore
-from lth_core.train import evaluate, train_stage
 
 CPU = torch.device("cpu")
 

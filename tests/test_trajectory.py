@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from lth_core import trajectory
-from lth_core.trajectory import (
+from lth_core.analysis.trajectory import (
     arc,
     arc_pairs,
     curve_length,

@@ -7,7 +7,7 @@ import torch
 from conftest import TINY_DATA, tiny_config
 
 from lth_core import build, load_results, ticket_search
-from lth_core.workers import WorkerError, search_in_workers
+from lth_core.engine.workers import WorkerError, search_in_workers
 
 CFG = tiny_config(stages=2)
 NUMBERS = ["run", "stage", "density", "val_acc", "test_acc", "traj_len", "traj_len_2d",

@@ -17,7 +17,7 @@ import zlib
 import numpy as np
 import pandas as pd
 
-from lth_core.metrics import run_summary, table2
+from lth_core.analysis.metrics import run_summary, table2
 from lth_core.models import PARAM_COUNTS
 
 

@@ -26,7 +26,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from lth_core.metrics import KINDS
+from lth_core.analysis.metrics import KINDS
 
 # Table 1, as printed (name -> # params). Keys are our architecture names.
 PAPER_TABLE1: dict[str, str] = {

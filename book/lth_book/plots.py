@@ -26,8 +26,8 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from lth_core.lamp import PRUNERS, lamp_scores, prunable_weights
 from lth_core.models import PARAM_COUNTS, build
+from lth_core.pruning import PRUNERS, lamp_scores, prunable_weights
 
 from .paper import PAPER_NAMES
 

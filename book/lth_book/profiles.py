@@ -174,9 +174,9 @@ def _compute(prof: Profile, archs: list[str], spec: str, root: Path, runs: int, 
     import torch
 
     from lth_core.data import load_data
-    from lth_core.search import ticket_search
-    from lth_core.train import resolve_device
-    from lth_core.workers import default_workers, search_in_workers
+    from lth_core.engine.search import ticket_search
+    from lth_core.engine.train import resolve_device
+    from lth_core.engine.workers import default_workers, search_in_workers
 
     dev = resolve_device(device)
     dataset = None

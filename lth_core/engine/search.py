@@ -21,15 +21,21 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .config import SearchConfig, to_dict
-from .data import Dataset, normalize
-from .lamp import PRUNERS, Masks, apply_masks, density, full_masks
-from .population import Member, Population, train_population_stage
-from .provenance import git_commit, provenance
-from .seeding import derive_seed
-from .store import ResultsStore, load_results
-from .train import StageOutcome, TrainingDiverged, evaluate, resolve_device, train_stage
-from .trajectory import arc_pairs, hidden_trajectories, mean_trajectory_lengths
+from lth_core.analysis.trajectory import arc_pairs, hidden_trajectories, mean_trajectory_lengths
+from lth_core.config import SearchConfig, to_dict
+from lth_core.data import Dataset, normalize
+from lth_core.engine.population import Member, Population, train_population_stage
+from lth_core.engine.seeding import derive_seed
+from lth_core.engine.train import (
+    StageOutcome,
+    TrainingDiverged,
+    evaluate,
+    resolve_device,
+    train_stage,
+)
+from lth_core.provenance import git_commit, provenance
+from lth_core.pruning import PRUNERS, Masks, apply_masks, density, full_masks
+from lth_core.store import ResultsStore, load_results
 
 
 @dataclass

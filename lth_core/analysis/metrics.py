@@ -8,6 +8,7 @@ accuracy, so `select_on="val"` gives the honest variant where the test set is no
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
@@ -113,6 +114,36 @@ def run_summary(
     for kind in ("best_sparse", "sparsest_matching"):  # float so NaN marks "no winner"
         out[f"{kind}_stage"] = out[f"{kind}_stage"].astype(float)
     return out
+
+
+def search_stages(df: pd.DataFrame) -> dict[str, int]:
+    """K per arch: the stages its search was asked for (``stages`` in the records' config,
+    when the table has a ``config`` column), and at least as many as any run recorded."""
+    k = (df.groupby("arch", sort=False)["stage"].max() + 1).astype(int).to_dict()
+    if "config" in df.columns:
+        for (arch, cfg), _ in df.groupby(["arch", "config"], sort=False):
+            stages = json.loads(cfg).get("stages") if isinstance(cfg, str) else None
+            k[arch] = max(k[arch], int(stages or 0))
+    return k
+
+
+def complete_runs(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The rows of the runs that recorded all K stages of their arch, and per arch the number
+    of incomplete runs left out (archs with none are not named).
+
+    An unfinished run has no record of the stages it has not reached yet; counted, it would
+    pass for a run whose ticket search failed and lower SR, A_gain and LTS. So these come from
+    complete runs only, and a report says how many runs it left out.
+    """
+    stages = search_stages(df)
+    recorded = df.groupby(["arch", "run"], sort=False)["stage"].agg(lambda s: set(s.astype(int)))
+    done = {key: set(range(stages[key[0]])) <= got for key, got in recorded.items()}
+    keep = [done[key] for key in zip(df["arch"], df["run"], strict=True)]
+    left_out: dict[str, int] = {}
+    for (arch, _), ok in done.items():
+        if not ok:
+            left_out[arch] = left_out.get(arch, 0) + 1
+    return df[keep].reset_index(drop=True), left_out
 
 
 def _arch_order(seen: list[str], order: list[str] | None) -> list[str]:

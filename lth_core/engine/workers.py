@@ -2,12 +2,12 @@
 
 On a CPU one LeNet-5-sized run already keeps a core busy, and two torch threads on one small
 network scale poorly, so the way to use a machine's cores is one run per core. The runs of
-a search are dealt round-robin to ``workers`` child processes (``python -m lth_core.workers``),
-each training its runs one by one with one thread. Every run's seed depends only on its
-index, and the results store's locks and checkpoints already make concurrent writers and
-interrupted runs safe, so the records are the same whichever process trains a run (and equal
-to a one-process search with one torch thread). Only registered architectures can be sent to
-a child, which rebuilds the model by name.
+a search are dealt round-robin to ``workers`` child processes (``python -m
+lth_core.engine.workers``), each training its runs one by one with one thread. Every run's
+seed depends only on its index, and the results store's locks and checkpoints already make
+concurrent writers and interrupted runs safe, so the records are the same whichever process
+trains a run (and equal to a one-process search with one torch thread). Only registered
+architectures can be sent to a child, which rebuilds the model by name.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from .config import SearchConfig, search_config_from_dict, to_dict
+from lth_core.config import SearchConfig, search_config_from_dict, to_dict
 
 
 class WorkerError(RuntimeError):
@@ -54,7 +54,7 @@ def search_in_workers(arch: str, data_spec: str, cfg: SearchConfig, *,
                     "arch": arch, "data": data_spec, "config": to_dict(cfg), "runs": share,
                     "results": str(Path(results).resolve())}))
                 err = open(Path(tmp) / f"err-{i}.txt", "w+")  # noqa: SIM115 (closed below)
-                procs.append((subprocess.Popen([sys.executable, "-m", "lth_core.workers",
+                procs.append((subprocess.Popen([sys.executable, "-m", "lth_core.engine.workers",
                                                 str(job)], env=env, stdout=subprocess.DEVNULL,
                                                stderr=err), err))
             failures = []
@@ -76,10 +76,10 @@ def search_in_workers(arch: str, data_spec: str, cfg: SearchConfig, *,
 def _main(job_path: str) -> int:
     import torch
 
-    from .data import DataSpecError, load_data
-    from .models import build
-    from .search import search_runs
-    from .store import StoreError
+    from lth_core.data import DataSpecError, load_data
+    from lth_core.engine.search import search_runs
+    from lth_core.models import build
+    from lth_core.store import StoreError
 
     torch.set_num_threads(1)
     job = json.loads(Path(job_path).read_text())

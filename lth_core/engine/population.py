@@ -24,11 +24,11 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
-from .config import TrainConfig
-from .data import Dataset, Split, _stats_tensors, apply_augment, epoch_plan
-from .lamp import Masks
-from .seeding import derive_seed
-from .train import StageOutcome, TrainingDiverged, lr_at, make_optimizer
+from lth_core.config import TrainConfig
+from lth_core.data import Dataset, Split, _stats_tensors, apply_augment, epoch_plan
+from lth_core.engine.seeding import derive_seed
+from lth_core.engine.train import StageOutcome, TrainingDiverged, lr_at, make_optimizer
+from lth_core.pruning import Masks
 
 
 def tqdm_write(msg: str) -> None:

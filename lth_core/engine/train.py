@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .config import TrainConfig
-from .data import Dataset, Split, batches
-from .lamp import Masks, apply_masks
-from .seeding import derive_seed
+from lth_core.config import TrainConfig
+from lth_core.data import Dataset, Split, batches
+from lth_core.engine.seeding import derive_seed
+from lth_core.pruning import Masks, apply_masks
 
 
 class TrainingDiverged(RuntimeError):
@@ -65,13 +65,18 @@ def evaluate(
     batch_size: int = 1000,
     amp: bool = True,
 ) -> float:
-    """Top-1 accuracy in percent, in eval mode (the model's mode is restored)."""
+    """Top-1 accuracy in percent, in eval mode (the model's mode is restored), always in fp32.
+
+    fp32 even inside a caller's autocast region: bf16 logits flip the argmax of near ties, and
+    this accuracy decides close "sparse >= dense" calls. ``amp`` is accepted so that callers
+    written for bf16 evaluation keep working; it is ignored.
+    """
     was_training = model.training
     model.eval()
     correct = 0
     for x, y in batches(split, batch_size, mean=data.mean, std=data.std, device=device,
                         shuffle=False, augment=False, generator=None):
-        with autocast(device, amp):
+        with torch.autocast(torch.device(device).type, enabled=False):
             correct += int((model(x).argmax(1) == y).sum())
     model.train(was_training)
     return 100.0 * correct / max(len(split), 1)

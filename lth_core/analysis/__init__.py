@@ -1,0 +1,1 @@
+"""What is measured on trained stages: the paper's metrics (Table 2) and trajectory lengths."""
