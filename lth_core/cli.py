@@ -44,6 +44,25 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _add_train_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per ``TrainConfig`` field, with the field's help; unset flags keep the
+    architecture's recipe."""
+    import dataclasses
+
+    from lth_core.config import TrainConfig
+
+    group = parser.add_argument_group("training (default: the architecture's recipe)")
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in (bool, "bool"):
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                               help=f.metadata.get("help"))
+        else:
+            kind = {"int": int, "float": float}.get(f.type, f.type)
+            group.add_argument(flag, type=kind, default=None, metavar=f.name.upper(),
+                               help=f.metadata.get("help"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lth", description=__doc__, allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -56,11 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stages", type=_positive_int, default=5, help="K, stages incl. dense")
     s.add_argument("--prune-rate", type=_unit_interval, default=0.16)
     s.add_argument("--pruner", choices=["lamp", "magnitude", "random"], default="lamp")
-    s.add_argument("--max-epochs", type=_positive_int, default=None,
-                   help="per stage (default: the architecture's recipe)")
-    s.add_argument("--patience", type=_positive_int, default=None)
-    s.add_argument("--lr", type=float, default=None)
-    s.add_argument("--batch-size", type=_positive_int, default=None)
+    _add_train_flags(s)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--data", default="cifar10",
                    help="cifar10 | synthetic | path to a CIFAR-10 root, image folder or .tar.gz")
@@ -73,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU only: train the runs in this many processes, one torch thread "
                         "each (one run per core is the fastest way to use a CPU)")
     s.add_argument("--no-progress", action="store_true")
+    from lth_core.engine.ray_search import add_ray_argument
+
+    add_ray_argument(s)
 
     r = sub.add_parser("report", help="print Table 2 from stored results", allow_abbrev=False)
     r.add_argument("--results", default="results")
@@ -82,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from lth_core.config import SearchConfig, default_train_config
+    import dataclasses
+
+    from lth_core.config import SearchConfig, TrainConfig, default_train_config
     from lth_core.data import DataSpecError, load_data
     from lth_core.engine.search import search_runs
     from lth_core.engine.train import resolve_device
@@ -103,7 +123,8 @@ def _search(args: argparse.Namespace) -> int:
     try:
         if args.workers and args.workers > 1 and resolve_device(args.device).type != "cpu":
             return _fail("--workers is for CPUs; on a GPU use --population")
-        resolve_device(args.device)
+        if args.ray is None:  # on Ray the cluster's devices count, not this machine's
+            resolve_device(args.device)
         ResultsStore(args.results)  # fail on a bad results path before loading any data
         data = load_data(args.data)
     except (DataSpecError, StoreError, ValueError) as err:
@@ -111,12 +132,23 @@ def _search(args: argparse.Namespace) -> int:
 
     failed = 0
     for arch in args.arch:
-        overrides = {k: v for k, v in (("max_epochs", args.max_epochs),
-                                       ("patience", args.patience), ("lr", args.lr),
-                                       ("batch_size", args.batch_size)) if v is not None}
+        overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+                     if getattr(args, f.name) is not None}
         cfg = SearchConfig(stages=args.stages, prune_rate=args.prune_rate, pruner=args.pruner,
                            seed=args.seed, train=default_train_config(arch, **overrides))
+        try:
+            cfg.validate()
+        except ValueError as err:
+            return _fail(str(err))
         runs = range(args.first_run, args.first_run + args.runs)
+        if args.ray is not None:
+            from lth_core.engine.ray_search import run_ray_search
+
+            try:
+                failed += run_ray_search(args, cfg, arch, data=data)
+            except (StoreError, ValueError) as err:
+                return _fail(str(err))
+            continue
         if args.workers and args.workers > 1:
             try:
                 search_in_workers(arch, args.data, cfg, runs=runs, results=args.results,

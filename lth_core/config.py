@@ -11,37 +11,42 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+def _opt(default: Any, help: str) -> Any:
+    """A config field with its help text (the CLI's flags are generated from these)."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainConfig:
-    """How one stage is trained. ``max_epochs`` also sets the cosine schedule's length."""
+    """How one stage is trained. Every field is a flag of ``lth search`` (``--max-epochs``)."""
 
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    batch_size: int = 128
-    max_epochs: int = 40
-    patience: int = 10
-    warmup_epochs: int = 0
-    augment: bool = True
-    label_smoothing: float = 0.0
-    amp: bool = True  # bf16 autocast, on CUDA only
-    cuda_graphs: bool = True  # population engine on CUDA: replay the step as one CUDA graph
-    eval_batch_size: int = 1000
+    lr: float = _opt(0.1, "peak learning rate of SGD")
+    momentum: float = _opt(0.9, "SGD momentum")
+    nesterov: bool = _opt(True, "Nesterov momentum")
+    weight_decay: float = _opt(5e-4, "L2 weight decay")
+    batch_size: int = _opt(128, "training batch size")
+    max_epochs: int = _opt(40, "epochs per stage at most; also the cosine schedule's length")
+    patience: int = _opt(10, "early stopping: epochs without a better validation accuracy")
+    warmup_epochs: int = _opt(0, "linear learning-rate warm-up, in epochs")
+    augment: bool = _opt(True, "random crop (pad 4) and horizontal flip")
+    label_smoothing: float = _opt(0.0, "label smoothing of the cross-entropy loss")
+    amp: bool = _opt(True, "bf16 on CUDA (ignored on a CPU)")
+    cuda_graphs: bool = _opt(True, "population engine on CUDA: replay the step as a CUDA graph")
+    eval_batch_size: int = _opt(1000, "batch size of evaluation")
 
 
 @dataclass
 class SearchConfig:
     """Ticket search (Algorithm 1): K stages of train, prune, rewind."""
 
-    stages: int = 5
-    prune_rate: float = 0.16
-    pruner: str = "lamp"
-    seed: int = 0
-    arc_pairs: int = 8
-    arc_points: int = 1000
-    hidden_arc_points: int = 200
-    hidden_runs: int = 1  # runs that also store per-block arcs (Figure 1); they are large
+    stages: int = _opt(5, "K, the number of stages including the dense one")
+    prune_rate: float = _opt(0.16, "share of the remaining weights pruned after each stage")
+    pruner: str = _opt("lamp", "lamp, magnitude or random")
+    seed: int = _opt(0, "seed of the whole search (runs derive theirs from it)")
+    arc_pairs: int = _opt(8, "test-image pairs whose interpolation arcs are measured")
+    arc_points: int = _opt(1000, "points on each arc")
+    hidden_arc_points: int = _opt(200, "points on the per-block arcs of Figure 1")
+    hidden_runs: int = _opt(1, "runs that also store per-block arcs (they are large)")
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> None:
@@ -61,30 +66,11 @@ class SearchConfig:
             raise ValueError(f"lr must be > 0, got {t.lr}")
 
 
-# Per-architecture training defaults. LeNet-5 uses the recipe measured on the JPEG CIFAR-10
-# copy (lr 0.05, 30 epochs); the deeper nets use lr 0.1 and a longer schedule.
-ARCH_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
-    "lenet5": {"lr": 0.05, "max_epochs": 30, "patience": 8},
-    "pnasnet_a": {"lr": 0.1, "max_epochs": 40},
-    "pnasnet_b": {"lr": 0.1, "max_epochs": 40},
-    "resnet32": {"lr": 0.1, "max_epochs": 40},
-    "mobilenet_v1": {"lr": 0.1, "max_epochs": 40},
-    "efficientnet_b0": {"lr": 0.1, "max_epochs": 40},
-    "resnet18": {"lr": 0.1, "max_epochs": 40},
-}
-
-
 def default_train_config(arch: str, **overrides: Any) -> TrainConfig:
-    """The default recipe for ``arch`` (generic defaults for unknown names), then overrides."""
-    from lth_core.models import parse_width
+    """The recipe of ``arch`` (its model file's ``TRAIN_DEFAULTS``), then ``overrides``."""
+    from lth_core.models import train_defaults
 
-    try:  # the LeNet-5 width family trains with LeNet-5's recipe
-        parse_width(arch)
-        arch = "lenet5"
-    except ValueError:
-        pass
-    values = {**ARCH_TRAIN_DEFAULTS.get(arch, {}), **overrides}
-    return TrainConfig(**values)
+    return TrainConfig(**{**train_defaults(arch), **overrides})
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -27,7 +27,13 @@ from tqdm.auto import tqdm
 from lth_core.config import TrainConfig
 from lth_core.data import Dataset, Split, _stats_tensors, apply_augment, epoch_plan
 from lth_core.engine.seeding import derive_seed
-from lth_core.engine.train import StageOutcome, TrainingDiverged, lr_at, make_optimizer
+from lth_core.engine.train import (
+    EarlyStopping,
+    StageOutcome,
+    TrainingDiverged,
+    lr_at,
+    make_optimizer,
+)
 from lth_core.pruning import Masks
 
 
@@ -375,28 +381,11 @@ def train_population_stage(
     """
     n = len(members)
     results: list[StageOutcome | TrainingDiverged | None] = [None] * n
-    track: list[dict[str, Any]] = []
-    for mb in members:
-        r = mb.resume
-        if r is not None:
-            track.append({**{k: r[k] for k in ("epoch", "best_val_acc", "best_epoch",
-                                               "bad_epochs", "train_seconds", "done")},
-                          "best_state": r["best_state"], "history": list(r["history"])})
-        else:
-            track.append({"epoch": 0, "best_val_acc": -1.0, "best_epoch": -1, "bad_epochs": 0,
-                          "train_seconds": 0.0, "done": False, "best_state": mb.state,
-                          "history": []})
-
-    def outcome(i: int) -> StageOutcome:
-        t = track[i]
-        return StageOutcome(state=t["best_state"], best_val_acc=t["best_val_acc"],
-                            best_epoch=t["best_epoch"], epochs=t["epoch"],
-                            train_seconds=t["train_seconds"], history=t["history"])
-
-    active = [i for i in range(n) if not track[i]["done"]]
+    stops = [EarlyStopping.start(cfg, mb.state, mb.resume) for mb in members]
+    active = [i for i in range(n) if not stops[i].done]
     for i in range(n):
-        if track[i]["done"]:
-            results[i] = outcome(i)
+        if stops[i].done:
+            results[i] = stops[i].outcome()
     if not active:
         return results  # type: ignore[return-value]
 
@@ -421,7 +410,7 @@ def train_population_stage(
 
     while active:
         t0 = time.perf_counter()
-        epochs = [track[i]["epoch"] for i in active]
+        epochs = [stops[i].epoch for i in active]
         gens = [torch.Generator().manual_seed(derive_seed(members[i].seed, "epoch", e))
                 for i, e in zip(active, epochs, strict=True)]
         pop.seed_dropout([derive_seed(members[i].seed, "dropout", e)
@@ -441,29 +430,18 @@ def train_population_stage(
         elapsed = time.perf_counter() - t0
         still = []
         for pos, i in enumerate(active):
-            t = track[i]
+            stop = stops[i]
             if not math.isfinite(train_losses[pos]):
                 results[i] = TrainingDiverged(f"training diverged (loss {train_losses[pos]}) "
-                                              f"in epoch {t['epoch'] + 1}")
+                                              f"in epoch {stop.epoch + 1}")
                 continue
-            t["train_seconds"] += elapsed
-            t["history"].append({"epoch": t["epoch"] + 1, "train_loss": train_losses[pos],
-                                 "val_acc": val[pos]})
-            if val[pos] > t["best_val_acc"]:
-                t.update(best_val_acc=val[pos], best_epoch=t["epoch"] + 1, bad_epochs=0,
-                         best_state=pop.member_state(pos))
-            else:
-                t["bad_epochs"] += 1
-            t["epoch"] += 1
-            t["done"] = t["bad_epochs"] >= cfg.patience or t["epoch"] >= cfg.max_epochs
+            stop.update(train_losses[pos], val[pos], elapsed,
+                        lambda pos=pos: pop.member_state(pos))
             if on_epoch is not None:
-                on_epoch(i, {**{k: t[k] for k in ("epoch", "best_val_acc", "best_epoch",
-                                                  "bad_epochs", "train_seconds", "done")},
-                             "model": pop.member_state(pos),
-                             "optimizer": pop.member_optimizer_state(pos, opt_template),
-                             "best_state": t["best_state"], "history": list(t["history"])})
-            if t["done"]:
-                results[i] = outcome(i)
+                on_epoch(i, stop.checkpoint(pop.member_state(pos),
+                                            pop.member_optimizer_state(pos, opt_template)))
+            if stop.done:
+                results[i] = stop.outcome()
             else:
                 still.append(pos)
         if progress is not None:

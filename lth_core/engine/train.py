@@ -39,6 +39,64 @@ class StageOutcome:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+STATE_KEYS = ("epoch", "best_val_acc", "best_epoch", "bad_epochs", "train_seconds", "done")
+
+
+@dataclass
+class EarlyStopping:
+    """One stage's early stopping on validation accuracy, shared by both engines.
+
+    Keeps the best-validation weights; ``patience`` epochs without improvement, or
+    ``max_epochs`` epochs, end the stage. ``checkpoint`` and ``resume`` use the checkpoint
+    format of ``train_stage`` (so either engine resumes the other's runs).
+    """
+
+    patience: int
+    max_epochs: int
+    best_state: dict[str, Tensor] | None = None
+    epoch: int = 0
+    best_val_acc: float = -1.0
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    train_seconds: float = 0.0
+    done: bool = False
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, cfg: TrainConfig, state: dict[str, Tensor],
+              resume: dict[str, Any] | None = None) -> EarlyStopping:
+        """A fresh stage from ``state``, or the one a checkpoint's ``resume`` left."""
+        if resume is None:
+            return cls(cfg.patience, cfg.max_epochs, best_state=state)
+        return cls(cfg.patience, cfg.max_epochs, best_state=resume["best_state"],
+                   history=list(resume["history"]), **{k: resume[k] for k in STATE_KEYS})
+
+    def update(self, train_loss: float, val_acc: float, seconds: float,
+               state: Callable[[], dict[str, Tensor]]) -> None:
+        """Record one epoch; ``state()`` (a CPU copy of the weights) is taken on improvement."""
+        self.train_seconds += seconds
+        self.history.append({"epoch": self.epoch + 1, "train_loss": train_loss,
+                             "val_acc": val_acc})
+        if val_acc > self.best_val_acc:
+            self.best_val_acc, self.best_epoch, self.bad_epochs = val_acc, self.epoch + 1, 0
+            self.best_state = state()
+        else:
+            self.bad_epochs += 1
+        self.epoch += 1
+        self.done = self.bad_epochs >= self.patience or self.epoch >= self.max_epochs
+
+    def checkpoint(self, model: dict[str, Tensor], optimizer: dict[str, Any]) -> dict[str, Any]:
+        """The state ``on_epoch`` receives and ``resume`` takes back."""
+        return {**{k: getattr(self, k) for k in STATE_KEYS}, "model": model,
+                "optimizer": optimizer, "best_state": self.best_state,
+                "history": list(self.history)}
+
+    def outcome(self) -> StageOutcome:
+        return StageOutcome(state=self.best_state, best_val_acc=self.best_val_acc,
+                            best_epoch=self.best_epoch, epochs=self.epoch,
+                            train_seconds=self.train_seconds, history=self.history)
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``auto`` means CUDA when available, else CPU."""
     if str(device) == "auto":
@@ -140,16 +198,10 @@ def train_stage(
     if resume is not None:
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
-        st = {k: resume[k] for k in ("epoch", "best_val_acc", "best_epoch", "bad_epochs",
-                                     "train_seconds", "done")}
-        best_state, history = resume["best_state"], list(resume["history"])
-    else:
-        st = {"epoch": 0, "best_val_acc": -1.0, "best_epoch": -1, "bad_epochs": 0,
-              "train_seconds": 0.0, "done": False}
-        best_state, history = _cpu_state(model), []
+    stop = EarlyStopping.start(cfg, _cpu_state(model) if resume is None else {}, resume)
 
-    while not st["done"]:
-        epoch = st["epoch"]
+    while not stop.done:
+        epoch = stop.epoch
         t0 = time.perf_counter()
         model.train()
         gen = torch.Generator().manual_seed(derive_seed(seed, "epoch", epoch))
@@ -173,25 +225,12 @@ def train_stage(
         if not math.isfinite(train_loss):
             raise TrainingDiverged(f"training diverged (loss {train_loss}) in epoch {epoch + 1}")
         val_acc = evaluate(model, data.val, data, device, cfg.eval_batch_size, cfg.amp)
-        st["train_seconds"] += time.perf_counter() - t0
-        history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_acc": val_acc})
-        if val_acc > st["best_val_acc"]:
-            st.update(best_val_acc=val_acc, best_epoch=epoch + 1, bad_epochs=0)
-            best_state = _cpu_state(model)
-        else:
-            st["bad_epochs"] += 1
-        st["epoch"] = epoch + 1
-        st["done"] = st["bad_epochs"] >= cfg.patience or st["epoch"] >= cfg.max_epochs
+        stop.update(train_loss, val_acc, time.perf_counter() - t0, lambda: _cpu_state(model))
         if progress is not None:
             progress({"epoch": epoch + 1, "train_loss": train_loss, "val_acc": val_acc})
         if on_epoch is not None:
-            on_epoch({**st, "model": _cpu_state(model),
-                      "optimizer": _optimizer_state_cpu(optimizer),
-                      "best_state": best_state, "history": list(history)})
-
-    return StageOutcome(state=best_state, best_val_acc=st["best_val_acc"],
-                        best_epoch=st["best_epoch"], epochs=st["epoch"],
-                        train_seconds=st["train_seconds"], history=history)
+            on_epoch(stop.checkpoint(_cpu_state(model), _optimizer_state_cpu(optimizer)))
+    return stop.outcome()
 
 
 def _optimizer_state_cpu(optimizer: torch.optim.Optimizer) -> dict[str, Any]:

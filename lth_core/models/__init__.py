@@ -11,6 +11,7 @@ from decimal import Decimal
 
 from torch import nn
 
+from . import efficientnet, lenet, mobilenet, pnasnet, resnet, resnet_cifar
 from .efficientnet import efficientnet_b0
 from .lenet import lenet5
 from .mobilenet import mobilenet_v1
@@ -40,6 +41,19 @@ PARAM_COUNTS: dict[str, int] = {
     "efficientnet_b0": 3_599_686,
     "resnet18": 11_173_962,
 }
+
+# Each architecture's training recipe sits with its model (``TRAIN_DEFAULTS`` in its file).
+TRAIN_DEFAULTS: dict[str, dict] = {
+    **lenet.TRAIN_DEFAULTS, **pnasnet.TRAIN_DEFAULTS, **resnet_cifar.TRAIN_DEFAULTS,
+    **mobilenet.TRAIN_DEFAULTS, **efficientnet.TRAIN_DEFAULTS, **resnet.TRAIN_DEFAULTS,
+}
+
+
+def train_defaults(name: str) -> dict:
+    """The recipe of ``name``: its family's for a width name, ``{}`` for unknown names."""
+    if name not in TRAIN_DEFAULTS and _WIDTH_NAME.fullmatch(name):
+        name = "lenet5"
+    return dict(TRAIN_DEFAULTS.get(name, {}))
 
 
 _WIDTH_PREFIX = "lenet5-w"
@@ -117,6 +131,8 @@ def count_parameters(model: nn.Module) -> int:
 
 
 __all__ = [
+    "TRAIN_DEFAULTS",
+    "train_defaults",
     "ARCHITECTURES",
     "PARAM_COUNTS",
     "WIDTH_FAMILY",

@@ -109,3 +109,7 @@ class EfficientNet(nn.Module):
 
 def efficientnet_b0(num_classes: int = 10) -> EfficientNet:
     return EfficientNet(num_classes=num_classes)
+
+
+# Training recipe (our choice: the paper gives none); see lth_core.config.
+TRAIN_DEFAULTS = {"efficientnet_b0": {"lr": 0.1, "max_epochs": 40}}

@@ -56,3 +56,7 @@ class MobileNet(nn.Module):
 
 def mobilenet_v1(num_classes: int = 10) -> MobileNet:
     return MobileNet(num_classes)
+
+
+# Training recipe (our choice: the paper gives none); see lth_core.config.
+TRAIN_DEFAULTS = {"mobilenet_v1": {"lr": 0.1, "max_epochs": 40}}

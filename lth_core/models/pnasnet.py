@@ -113,3 +113,8 @@ def pnasnet_a(num_classes: int = 10) -> PNASNet:
 
 def pnasnet_b(num_classes: int = 10) -> PNASNet:
     return PNASNet(CellB, planes=32, num_classes=num_classes)
+
+
+# Training recipe (our choice: the paper gives none); see lth_core.config.
+TRAIN_DEFAULTS = {"pnasnet_a": {"lr": 0.1, "max_epochs": 40},
+                  "pnasnet_b": {"lr": 0.1, "max_epochs": 40}}

@@ -59,3 +59,7 @@ class ResNet(nn.Module):
 
 def resnet18(num_classes: int = 10) -> ResNet:
     return ResNet((2, 2, 2, 2), num_classes=num_classes)
+
+
+# Training recipe (our choice: the paper gives none); see lth_core.config.
+TRAIN_DEFAULTS = {"resnet18": {"lr": 0.1, "max_epochs": 40}}

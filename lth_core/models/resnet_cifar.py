@@ -68,3 +68,7 @@ class CifarResNet(nn.Module):
 
 def resnet32(num_classes: int = 10) -> CifarResNet:
     return CifarResNet(blocks_per_stage=5, num_classes=num_classes)
+
+
+# Training recipe (our choice: the paper gives none); see lth_core.config.
+TRAIN_DEFAULTS = {"resnet32": {"lr": 0.1, "max_epochs": 40}}
