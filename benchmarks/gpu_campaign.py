@@ -1,15 +1,16 @@
 """A lent-GPU campaign: advance the paper profile's searches by whole stages within a budget.
 
     python -m benchmarks.gpu_campaign --budget-s 540 --data cifar10-jpeg.tar.gz \\
-        --results _build/gpu --plan lenet5:50,pnasnet_a:16,resnet32:16 --out $OUT
+        --plan lenet5:50,lenet5-w0.25:50,pnasnet_a:16,resnet32:16 --out $OUT
 
 Each item of ``--plan`` (``arch:runs``, in order) is searched stage by stage (K = 5, LAMP, the
 architecture's default recipe), as one population on the GPU. Before each stage the campaign
 estimates its time (from the previous stage of the same item, or for the first from a short
 timed probe of the training step) and stops at that stage boundary when the stage would not
-end inside the budget. It can be called again: the search continues from the stored records
-and checkpoints. With ``--out``, the records (no checkpoints, no locks) are tarred into
-``OUT/results-<gpu>.tgz`` and a summary is written to ``OUT/campaign.json``.
+end inside the budget. It can be called again, on the same machine or a fresh one: the
+search continues from the records committed under ``results/<gpu>/`` (and from checkpoints
+where the machine still has them). With ``--out``, the records (no checkpoints, no locks)
+are tarred into ``OUT/results-<gpu>.tgz`` and a summary is written to ``OUT/campaign.json``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from lth_core.data import load_data
 from lth_core.engine.population import Population
 from lth_core.engine.search import auto_population, init_model, search_runs
 from lth_core.engine.train import resolve_device
-from lth_core.models import ARCHITECTURES, build
+from lth_core.models import build, is_buildable
 from lth_core.store import load_results
 
 SAFETY = 1.15  # a stage is started only if its estimate times this fits the budget left
@@ -52,9 +53,8 @@ def parse_plan(text: str) -> list[tuple[str, int]]:
     plan = []
     for item in filter(None, (t.strip() for t in text.split(","))):
         arch, _, runs = item.partition(":")
-        if arch not in ARCHITECTURES:
-            raise ValueError(f"unknown architecture {arch!r} in --plan; choose from: "
-                             f"{', '.join(ARCHITECTURES)}")
+        if not is_buildable(arch):
+            build(arch)  # raises the registry's one-line error
         if not runs.isdigit() or int(runs) < 1:
             raise ValueError(f"--plan item {item!r} needs a run count >= 1, e.g. {arch}:50")
         plan.append((arch, int(runs)))
@@ -160,8 +160,9 @@ def main(argv: list[str] | None = None) -> int:
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--budget-s", type=float, required=True, help="wall-clock budget, seconds")
     p.add_argument("--data", required=True, help="data set: archive path or cifar10")
-    p.add_argument("--results", type=Path, default=Path("_build/gpu"),
-                   help="parent folder; records go to RESULTS/<gpu>/<arch>/")
+    p.add_argument("--results", type=Path, default=Path("results"),
+                   help="parent folder; records go to RESULTS/<gpu>/<arch>/, where the "
+                        "committed records of earlier sessions are continued")
     p.add_argument("--plan", default="lenet5:50", help="arch:runs items, in order")
     p.add_argument("--stages", type=int, default=5, help="K (default 5)")
     p.add_argument("--device", default="auto", help="auto, cuda or cpu")

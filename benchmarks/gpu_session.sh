@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # One lent-GPU session, prepared ahead (run from the repository root on the device machine):
-# GPU checks, the campaign (LeNet-5's 50-run search first; records under _build/gpu, which
-# stays on a warm machine between calls), then the throughput benchmark with what is left.
+# GPU checks, the campaign (LeNet-5's 50-run search first, continued from the records
+# committed under results/<gpu>/), then the throughput benchmark with what is left.
 # Everything that comes back lands under $OUT. Carry the CIFAR-10 archive in .gpu-data/.
-#   CAMPAIGN_S  seconds for the campaign (default 330)   PLAN  its --plan (default lenet5:50)
+#   CAMPAIGN_S  seconds for the campaign (default 330)   PLAN  its --plan (default: LeNet-5,
+#   then the width family, then PNASNet-A and ResNet32)
 #   BENCH_S     seconds for the benchmark (default 170; 0 skips it)
 set -u
 export PYTHONUNBUFFERED=1 LTH_CACHE=/tmp/lth-cache
@@ -20,7 +21,8 @@ if [ "${CHECKS:-1}" = 1 ]; then
   [ $rc = 0 ] || graphs="--no-cuda-graphs"
 fi
 python3 -m benchmarks.gpu_campaign --budget-s "${CAMPAIGN_S:-330}" $graphs \
-  --data .gpu-data/cifar10-jpeg.tar.gz --results _build/gpu --plan "${PLAN:-lenet5:50}" \
+  --data .gpu-data/cifar10-jpeg.tar.gz --results results \
+  --plan "${PLAN:-lenet5:50,lenet5-w0.25:50,lenet5-w0.5:50,lenet5-w2:50,pnasnet_a:16,resnet32:16}" \
   --out "$OUT" 2>&1 | grep -v Warning | tail -20
 if [ "${BENCH_S:-170}" != 0 ]; then
   timeout "$(( ${BENCH_S:-170} * 2 / 3 ))" python3 -m benchmarks.search_throughput --device cuda \
