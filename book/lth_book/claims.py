@@ -2,10 +2,13 @@
 
 The paper reports SR, A_gain and LTS from one set of runs per architecture, with no
 uncertainty, and reads a trend off seven points. These functions say how much of that survives
-resampling (`bootstrap_ci`, `size_trend`), what pure noise would give (`null_model`), and how
-LAMP compares with other pruners (`compare_pruners`). All are deterministic given `seed`; each
-architecture draws from its own stream (seeded by seed and its name), so its numbers do not
-depend on which other architectures are in the table.
+(`bootstrap_ci`: an exact binomial interval for SR, resampling for A_gain and LTS;
+`size_trend`), what pure noise would give (`null_model`), and how LAMP compares with other
+pruners (`compare_pruners`); `sr_statement`, `ci_statements`, `trend_statement` and
+`null_verdict` put them in plain words. All are deterministic given `seed`; each architecture
+draws from its own stream (seeded by seed and its name), so its numbers do not depend on which
+other architectures are in the table. No scipy: the binomial and t distributions come from the
+regularized incomplete beta function below.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 import zlib
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -29,6 +33,151 @@ def _order(archs) -> list[str]:
     """Architectures by parameter count (unknown ones last, in their order)."""
     archs = list(dict.fromkeys(archs))
     return sorted(archs, key=lambda a: (a not in PARAM_COUNTS, PARAM_COUNTS.get(a, 0)))
+
+
+# -- exact distributions (no scipy) ----------------------------------------------------------
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the incomplete beta function (modified Lentz)."""
+    tiny, eps = 1e-300, 1e-15
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 10_000):
+        m2 = 2 * m
+        for aa in (m * (b - m) * x / ((qam + m2) * (a + m2)),
+                   -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
+            d = 1.0 + aa * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + aa / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < eps:
+            break
+    return h
+
+
+def betainc(a: float, b: float, x: float) -> float:
+    """Regularized incomplete beta function I_x(a, b), for a, b > 0 and 0 <= x <= 1."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+                 + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return math.exp(log_front) * _betacf(a, b, x) / a
+    return 1.0 - math.exp(log_front) * _betacf(b, a, 1.0 - x) / b
+
+
+def _bisect(f, lo: float, hi: float, target: float) -> float:
+    """x in [lo, hi] with f(x) = target, for f increasing (100 halvings: float precision)."""
+    for _ in range(100):
+        mid = (lo + hi) / 2.0
+        if f(mid) < target:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2.0
+
+
+def binom_sf(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p): the one-sided p-value of k or more successes."""
+    if k <= 0:
+        return 1.0
+    if k > n:
+        return 0.0
+    return betainc(k, n - k + 1, p)
+
+
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) interval for a binomial proportion k/n, as fractions.
+
+    Central: each tail holds at most (1 - level)/2, so it covers at least ``level`` for every
+    true p. 0 successes give [0, 1 - (alpha/2)^(1/n)], n of n [(alpha/2)^(1/n), 1]
+    (3 of 3 at 95 %: [0.292, 1]). n = 0: (nan, nan).
+    """
+    if n <= 0:
+        return math.nan, math.nan
+    if not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    tail = (1.0 - level) / 2.0
+    lo = 0.0 if k == 0 else _bisect(lambda p: betainc(k, n - k + 1, p), 0.0, 1.0, tail)
+    hi = 1.0 if k == n else _bisect(lambda p: betainc(k + 1, n - k, p), 0.0, 1.0, 1.0 - tail)
+    return lo, hi
+
+
+def wilson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion k/n, as fractions; n = 0: (nan, nan)."""
+    if n <= 0:
+        return math.nan, math.nan
+    if not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    z = NormalDist().inv_cdf((1.0 + level) / 2.0)
+    centre = (k + z * z / 2.0) / (n + z * z)
+    half = z / (n + z * z) * math.sqrt(k * (n - k) / n + z * z / 4.0)
+    return (0.0 if k == 0 else centre - half), (1.0 if k == n else centre + half)
+
+
+_PROPORTION_CI = {"clopper-pearson": clopper_pearson, "wilson": wilson}
+
+
+def proportion_ci(k: int, n: int, level: float = 0.95,
+                  method: str = "clopper-pearson") -> tuple[float, float]:
+    """Interval of a success rate k/n (fractions): "clopper-pearson" (exact) or "wilson"."""
+    if method not in _PROPORTION_CI:
+        raise ValueError(f"method must be one of {', '.join(_PROPORTION_CI)}, got {method!r}")
+    return _PROPORTION_CI[method](k, n, level)
+
+
+def t_cdf(t: float, df: float) -> float:
+    """CDF of Student's t distribution with ``df`` degrees of freedom."""
+    tail = 0.5 * betainc(df / 2.0, 0.5, df / (df + t * t))
+    return 1.0 - tail if t >= 0 else tail
+
+
+def t_quantile(q: float, df: float) -> float:
+    """Quantile of Student's t (e.g. t_quantile(0.975, 2) = 4.303)."""
+    if not 0.0 < q < 1.0:
+        raise ValueError(f"need 0 < q < 1, got {q}")
+    if q < 0.5:
+        return -t_quantile(1.0 - q, df)
+    hi = 1.0
+    while t_cdf(hi, df) < q:
+        hi *= 2.0
+    return _bisect(lambda t: t_cdf(t, df), 0.0, hi, q)
+
+
+def mean_ci(values, level: float = 0.95) -> tuple[float, float]:
+    """Student-t interval of a mean (NaN with fewer than 2 finite values).
+
+    Honest with a handful of runs, where a percentile bootstrap is too narrow (with 3 values
+    it cannot leave their range).
+    """
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if len(v) < 2:
+        return math.nan, math.nan
+    half = t_quantile((1.0 + level) / 2.0, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
+    return float(v.mean() - half), float(v.mean() + half)
+
+
+def _pct(x: float, digits: int = 0) -> str:
+    return "n/a" if not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def sr_statement(k: int, n: int, level: float = 0.95, method: str = "clopper-pearson",
+                 what: str = "runs found a winning ticket") -> str:
+    """One sentence: "5 of 7 runs found a winning ticket: SR 71 % (95 % CI 29 to 96 %, exact
+    binomial)." With n = 0, that no run is complete yet."""
+    if n == 0:
+        return "No complete run yet: no success rate."
+    lo, hi = proportion_ci(k, n, level, method)
+    how = "exact binomial" if method == "clopper-pearson" else "Wilson"
+    return (f"{k} of {n} {what}: SR {100 * k / n:.0f} % ({100 * level:.0f} % CI "
+            f"{100 * lo:.0f} to {100 * hi:.0f} %, {how}).")
 
 
 def _resample(success: np.ndarray, gain: np.ndarray, n_boot: int, rng: np.random.Generator):
@@ -65,29 +214,68 @@ def bootstrap_ci(
     seed: int = 0,
     level: float = 0.95,
     select_on: str = "test",
+    sr_method: str = "clopper-pearson",
+    mean_method: str = "bootstrap",
 ) -> pd.DataFrame:
-    """Per arch: SR, A_gain (Best Sparse, over successful runs) and LTS with percentile CIs.
+    """Per arch: SR, A_gain (Best Sparse, over successful runs) and LTS with their intervals.
 
-    Runs are resampled with replacement within each arch (the run is the unit of repetition).
-    Columns: n_runs, sr, sr_lo, sr_hi, a_gain, a_gain_lo, a_gain_hi, lts, lts_lo, lts_hi.
-    A_gain's CI uses only resamples with at least one success. LTS = A_gain x SR/100.
+    SR's interval is exact binomial (``sr_method="clopper-pearson"``, or ``"wilson"``): a
+    bootstrap of 3 successes in 3 runs only ever draws 100 %, an exact interval says
+    [29, 100] %. A_gain and LTS (= mean over runs of success x A_gain) get percentile
+    intervals from resampling runs with replacement within each arch (``mean_method=
+    "bootstrap"``; A_gain's uses only resamples with a success) or Student-t intervals of their
+    means (``"t"``, wider and more honest with a handful of runs, where a bootstrap cannot leave
+    the range of the values it resamples; cut at 0 when selecting on test accuracy, where
+    neither can be negative).
+    Columns: n_runs, n_success, sr, sr_lo, sr_hi, a_gain, a_gain_lo, a_gain_hi, lts, lts_lo,
+    lts_hi (SR in percent).
     """
+    if mean_method not in ("bootstrap", "t"):
+        raise ValueError(f"mean_method must be 'bootstrap' or 't', got {mean_method!r}")
     s = run_summary(df, select_on=select_on)
     q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
     rows = {}
     for arch in _order(s["arch"]):
         success, gain = _runs(s, arch)
-        boot = _resample(success, gain, n_boot, _rng(seed, arch))
-        row: dict[str, float] = {"n_runs": len(success)}
-        for name, point, values in zip(("sr", "a_gain", "lts"), _point(success, gain), boot,
-                                       strict=True):
-            finite = values[np.isfinite(values)]
-            lo, hi = np.percentile(finite, q) if len(finite) else (math.nan, math.nan)
-            row.update({name: point, f"{name}_lo": float(lo), f"{name}_hi": float(hi)})
+        k, n = int(success.sum()), len(success)
+        row: dict[str, float] = {"n_runs": n, "n_success": k}
+        point = dict(zip(("sr", "a_gain", "lts"), _point(success, gain), strict=True))
+        if mean_method == "bootstrap":
+            boot = _resample(success, gain, n_boot, _rng(seed, arch))
+            for name, values in zip(("a_gain", "lts"), boot[1:], strict=True):
+                finite = values[np.isfinite(values)]
+                lo, hi = np.percentile(finite, q) if len(finite) else (math.nan, math.nan)
+                row.update({f"{name}_lo": float(lo), f"{name}_hi": float(hi)})
+        else:
+            for name, values in (("a_gain", gain[success]),
+                                 ("lts", np.where(success, np.nan_to_num(gain), 0.0))):
+                lo, hi = mean_ci(values, level)
+                # selected on test accuracy, a winner's gain is >= 0, so A_gain and LTS are
+                row[f"{name}_lo"] = max(0.0, lo) if select_on == "test" else lo
+                row[f"{name}_hi"] = hi
+        sr_lo, sr_hi = proportion_ci(k, n, level, sr_method)
+        row.update(sr_lo=100.0 * sr_lo, sr_hi=100.0 * sr_hi, **point)
         rows[arch] = row
-    out = pd.DataFrame.from_dict(rows, orient="index")
+    cols = ["n_runs", "n_success"] + [f"{m}{e}" for m in ("sr", "a_gain", "lts")
+                                      for e in ("", "_lo", "_hi")]
+    out = pd.DataFrame.from_dict(rows, orient="index").reindex(columns=cols)
     out.index.name = "arch"
-    out["n_runs"] = out["n_runs"].astype(int)
+    out[["n_runs", "n_success"]] = out[["n_runs", "n_success"]].astype(int)
+    return out
+
+
+def ci_statements(ci: pd.DataFrame, level: float = 0.95) -> list[str]:
+    """One plain sentence per row of a `bootstrap_ci` table (computed at ``level``)."""
+    out = []
+    for arch, r in ci.iterrows():
+        n, k = int(r["n_runs"]), int(r["n_success"])
+        text = f"{arch}: " + sr_statement(k, n, level)
+        if k:
+            text += (f" Best Sparse A_gain {r['a_gain']:.2f} % over the {k} successful "
+                     f"run{'s' if k > 1 else ''} (CI {_pct(r['a_gain_lo'], 2)} to "
+                     f"{_pct(r['a_gain_hi'], 2)}), LTS {r['lts']:.2f} (CI "
+                     f"{_pct(r['lts_lo'], 2)} to {_pct(r['lts_hi'], 2)}).")
+        out.append(text)
     return out
 
 
@@ -180,27 +368,60 @@ def size_trend(
     return out
 
 
+def trend_statement(trend: dict, alpha: float = 0.05, what: str = "LTS") -> str:
+    """The verdict of a `size_trend` result in one or two plain sentences.
+
+    Rule: the paper's "``what`` falls with model size" is supported when the one-sided
+    permutation p (``p_decreasing``) is below ``alpha``; otherwise it is not shown by these
+    runs, which is not evidence against it when few architectures cap how small p can get.
+    """
+    n = trend["n_archs"]
+    if not math.isfinite(trend["rho"]):
+        return f"No test of the size trend: {trend['message'] or 'no rank correlation'}."
+    lo, hi = trend["rho_ci"]
+    floor = 1 / math.factorial(n) if trend["permutation"] == "exact" else math.nan
+    text = (f"Spearman rho between parameter count and {what} over {n} architectures: "
+            f"{trend['rho']:.2f} ({100 * trend['level']:.0f} % bootstrap CI {_pct(lo, 2)} to "
+            f"{_pct(hi, 2)}); one-sided permutation p = {trend['p_decreasing']:.3f} for a "
+            f"decrease with size.")
+    if trend["p_decreasing"] < alpha:
+        return text + f" Supported at the {alpha:g} level."
+    text += f" Not shown at the {alpha:g} level"
+    if math.isfinite(floor):
+        text += f" (with {n} architectures no p can be below {floor:.3g})"
+    return text + "."
+
+
+_NULL_MODES = ("exchangeable", "dense")
+
+
+def _null_best(dense_mean: float, sigma: float, stages: int, n_sim: int,
+               rng: np.random.Generator, mode: str) -> np.ndarray:
+    """Best sparse A_gain (percent) of n_sim simulated runs where pruning does nothing."""
+    sparse = dense_mean + sigma * rng.standard_normal((n_sim, stages - 1))
+    base = dense_mean
+    if mode == "exchangeable":
+        base = dense_mean + sigma * rng.standard_normal((n_sim, 1))
+    return ((sparse - base) / base * 100.0).max(axis=1)
+
+
 def simulate_null(
     dense_mean: float,
     sigma: float,
     stages: int,
     n_sim: int = 2000,
     rng: np.random.Generator | int = 0,
-    mode: str = "dense",
+    mode: str = "exchangeable",
 ) -> tuple[float, float, float]:
     """(SR %, mean Best Sparse A_gain over successes, LTS) of runs where pruning does nothing.
 
     The core of `null_model`, usable on published summaries too (e.g. the paper's dense mean
     and std). See `null_model` for the two modes.
     """
-    if mode not in ("dense", "exchangeable"):
-        raise ValueError(f"mode must be 'dense' or 'exchangeable', got {mode!r}")
+    if mode not in _NULL_MODES:
+        raise ValueError(f"mode must be 'exchangeable' or 'dense', got {mode!r}")
     rng = np.random.default_rng(rng) if isinstance(rng, int) else rng
-    sparse = dense_mean + sigma * rng.standard_normal((n_sim, stages - 1))
-    base = dense_mean
-    if mode == "exchangeable":
-        base = dense_mean + sigma * rng.standard_normal((n_sim, 1))
-    best = ((sparse - base) / base * 100.0).max(axis=1)
+    best = _null_best(dense_mean, sigma, stages, n_sim, rng, mode)
     won = best >= 0
     if not won.any():
         return 0.0, math.nan, 0.0
@@ -208,31 +429,63 @@ def simulate_null(
     return sr, a_gain, a_gain * sr / 100.0
 
 
+def null_sr(stages: int, mode: str = "exchangeable") -> float:
+    """P(success) (percent) when pruning does nothing: 100 (1 - 1/K) if all K accuracies are
+    exchangeable noise, 100 (1 - 2^-(K-1)) if the dense one is noise-free."""
+    if mode not in _NULL_MODES:
+        raise ValueError(f"mode must be 'exchangeable' or 'dense', got {mode!r}")
+    return 100.0 * ((1 - 1 / stages) if mode == "exchangeable" else (1 - 0.5 ** (stages - 1)))
+
+
+def _p_a_gain(a_gain: float, sd: float, mu: float, n_runs: int, stages: int, mode: str,
+              n_rep: int, rng: np.random.Generator, estimated: bool) -> float:
+    """One-sided p of a mean Best Sparse A_gain at least ``a_gain``: ``n_rep`` whole
+    experiments of ``n_runs`` noise-only runs. With sigma ``estimated`` from the same dense
+    runs, each experiment's mean gain is divided by its own dense std (the gains scale with
+    sigma, so the ratio does not depend on the unknown true sigma), and so is ``a_gain``:
+    the estimate's own uncertainty is in the p-value."""
+    dense = mu + sd * rng.standard_normal((n_rep, n_runs, 1))
+    noise = sd * rng.standard_normal((n_rep, n_runs, stages - 1))
+    sparse = mu + noise if mode == "exchangeable" else dense + noise
+    best = ((sparse - dense) / dense * 100.0).max(axis=2)
+    won = best >= 0
+    n_won = won.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(won, best, 0.0).sum(axis=1) / n_won
+        if estimated:
+            mean, a_gain = mean / dense[..., 0].std(axis=1, ddof=1), a_gain / sd
+    mean = mean[n_won > 0]
+    return float((1 + (mean >= a_gain).sum()) / (1 + len(mean)))
+
+
 def null_model(
-    df: pd.DataFrame, n_sim: int = 2000, seed: int = 0, mode: str = "dense",
-    sigma: dict[str, float] | None = None,
+    df: pd.DataFrame, n_sim: int = 2000, seed: int = 0, mode: str = "exchangeable",
+    sigma: dict[str, float] | None = None, n_rep: int = 2000,
 ) -> pd.DataFrame:
     """SR and A_gain if pruning changed nothing and sparse accuracies were only noise.
 
     Noise: sigma = sample std (ddof=1) of the dense (stage 0) test accuracies across the
     arch's runs, i.e. the run-to-run spread of one trained network's accuracy. Stage count K
-    is the largest number of stages any run of the arch has. Each simulated run draws K-1
-    sparse accuracies:
-    - mode="dense" (default): ~ N(dense, sigma) around a noise-free dense accuracy (the
-      measured mean); P(success) = 1 - 2^-(K-1), 94 % for K = 5.
-    - mode="exchangeable": the dense accuracy is noisy too, all K ~ N(mean, sigma) iid; then
-      P(success) = 1 - 1/K, 80 % for K = 5. This is the fairer null when every trained
-      network is equally noisy.
+    is the largest number of stages any run of the arch has. Both modes are reported:
+    - "exchangeable" (default): the dense accuracy is as noisy as the sparse ones, all K
+      ~ N(mean, sigma) iid; P(success) = 1 - 1/K, 80 % for K = 5. The fair null, since the
+      dense network is one noisy training run like every other stage.
+    - "dense": the K-1 sparse accuracies ~ N(mean, sigma) around a noise-free dense accuracy
+      (the measured mean); P(success) = 1 - 2^-(K-1), 94 % for K = 5.
+    Columns sr_null, a_gain_null, lts_null, p_sr, p_a_gain are those of ``mode``;
+    {sr,a_gain,lts}_null_{exchangeable,dense} those of each mode. p_sr: exact one-sided
+    binomial p of at least the measured successes at the null's P(success) (`null_sr`);
+    p_a_gain: share of n_rep simulated noise-only experiments of as many runs whose mean
+    A_gain over successes, relative to their own dense std, is at least the measured one
+    relative to sigma (so a sigma estimated from few runs does not make p too small; with
+    ``sigma`` given, plain mean gains are compared).
     ``sigma`` overrides the spread per architecture, e.g. with the std of many more dense runs
     than the ticket search has (a handful of runs estimates a spread poorly).
     Selection is on test accuracy, as in the paper; the measured columns use every stored run
-    (an unfinished run counts with the stages it has). A measured SR or A_gain near the null's
-    says the "winning tickets" are what noise alone produces.
-    Columns: n_runs, stages, sigma, dense_mean, sr_measured, sr_null, a_gain_measured,
-    a_gain_null, lts_measured, lts_null.
+    (an unfinished run counts with the stages it has).
     """
-    if mode not in ("dense", "exchangeable"):
-        raise ValueError(f"mode must be 'dense' or 'exchangeable', got {mode!r}")
+    if mode not in _NULL_MODES:
+        raise ValueError(f"mode must be 'exchangeable' or 'dense', got {mode!r}")
     s = run_summary(df, select_on="test")
     rows = {}
     for arch in _order(s["arch"]):
@@ -242,33 +495,64 @@ def null_model(
         sd = float(dense.std(ddof=1)) if len(dense) >= 2 else math.nan
         sd = float((sigma or {}).get(arch, sd))
         mu = float(dense.mean())
-        sr, gain, lts = _point(*_runs(s, arch))
-        row = {"n_runs": len(dense), "stages": k, "sigma": sd, "dense_mean": mu,
-               "sr_measured": sr, "sr_null": math.nan, "a_gain_measured": gain,
-               "a_gain_null": math.nan, "lts_measured": lts, "lts_null": math.nan}
+        success, gain = _runs(s, arch)
+        sr, a_gain, lts = _point(success, gain)
+        row = {"n_runs": len(success), "n_success": int(success.sum()), "stages": k,
+               "sigma": sd, "dense_mean": mu, "sr_measured": sr, "a_gain_measured": a_gain,
+               "lts_measured": lts, "mode": mode, "sr_null": math.nan,
+               "a_gain_null": math.nan, "lts_null": math.nan, "p_sr": math.nan,
+               "p_a_gain": math.nan}
+        for m in _NULL_MODES:
+            row.update({f"{c}_null_{m}": math.nan for c in ("sr", "a_gain", "lts")})
         if k >= 2 and math.isfinite(sd):
-            row["sr_null"], row["a_gain_null"], row["lts_null"] = simulate_null(
-                mu, sd, k, n_sim=n_sim, rng=_rng(seed, arch), mode=mode
-            )
+            for m in _NULL_MODES:
+                best = _null_best(mu, sd, k, n_sim, _rng(seed, arch), m)
+                won = best[best >= 0]
+                n_sr = float(len(won) / n_sim * 100.0)
+                n_gain = float(won.mean()) if len(won) else math.nan
+                row.update({f"sr_null_{m}": n_sr, f"a_gain_null_{m}": n_gain,
+                            f"lts_null_{m}": n_gain * n_sr / 100.0 if len(won) else 0.0})
+                if m != mode:
+                    continue
+                row.update(sr_null=n_sr, a_gain_null=row[f"a_gain_null_{m}"],
+                           lts_null=row[f"lts_null_{m}"],
+                           p_sr=binom_sf(row["n_success"], row["n_runs"], null_sr(k, m) / 100))
+                estimated = arch not in (sigma or {})
+                if row["n_success"] and (len(dense) >= 2 or not estimated):
+                    row["p_a_gain"] = _p_a_gain(a_gain, sd, mu, len(success), k, m, n_rep,
+                                                _rng(seed + 1, arch), estimated)
         rows[arch] = row
     out = pd.DataFrame.from_dict(rows, orient="index")
     out.index.name = "arch"
     return out
 
 
-def null_verdict(null: pd.DataFrame) -> list[str]:
+def null_verdict(null: pd.DataFrame, alpha: float = 0.05) -> list[str]:
     """One plain sentence per architecture of a ``null_model`` table: is the measured ticket
-    quality beyond what noise alone gives?"""
+    quality beyond what noise alone gives?
+
+    Rule: "above the null on both" when the one-sided p of SR and of A_gain against the
+    table's null mode are both below ``alpha``; otherwise "not beyond what noise alone
+    produces" (with a few runs, this says the runs cannot tell tickets from noise).
+    """
     out = []
     for arch, r in null.iterrows():
         if not (math.isfinite(r["sr_null"]) and math.isfinite(r["a_gain_measured"])):
             out.append(f"{arch}: no null model (needs K >= 2 and 2 dense runs) or no success.")
             continue
-        beyond = r["a_gain_measured"] > r["a_gain_null"] and r["sr_measured"] > r["sr_null"]
+        other = [m for m in _NULL_MODES if m != r.get("mode", "dense")]
+        also = ""
+        if other and f"sr_null_{other[0]}" in r and math.isfinite(r[f"sr_null_{other[0]}"]):
+            o = other[0]
+            also = (f"; with {'a noise-free' if o == 'dense' else 'an equally noisy'} dense "
+                    f"accuracy: {r[f'sr_null_{o}']:.0f} % and {r[f'a_gain_null_{o}']:.2f} %")
+        beyond = r.get("p_sr", math.nan) < alpha and r.get("p_a_gain", math.nan) < alpha
+        ps = (f"one-sided p = {r['p_sr']:.3g} for SR, {r['p_a_gain']:.3g} for A_gain"
+              if "p_sr" in r else "no p-values")
         out.append(
             f"{arch}: measured SR {r['sr_measured']:.0f} % and A_gain {r['a_gain_measured']:.2f}"
             f" % against {r['sr_null']:.0f} % and {r['a_gain_null']:.2f} % from noise alone "
-            f"(sigma {r['sigma']:.2f}, {int(r['n_runs'])} runs): "
+            f"(sigma {r['sigma']:.2f}, {int(r['n_runs'])} runs{also}); {ps}: "
             + ("above the null on both." if beyond else
                "not beyond what noise alone produces."))
     return out
@@ -292,3 +576,46 @@ def compare_pruners(dfs: dict[str, pd.DataFrame], select_on: str = "test") -> pd
     out = out.assign(_a=out["arch"].map(arch_rank), _p=out["pruner"].map(list(dfs).index))
     out = out.sort_values(["_a", "_p"], kind="stable")
     return out.set_index(["arch", "pruner"])[list(cols.values())]
+
+
+def two_sample_test(x, y, n_perm: int = 10_000, seed: int = 0) -> dict:
+    """Do two samples differ? Permutation tests of the mean difference and of Mann-Whitney U.
+
+    Both p-values are two-sided and come from the same relabellings of the pooled values:
+    all of them when there are at most ``n_perm`` (exact), else ``n_perm`` random ones (Monte
+    Carlo, p = (1 + hits) / (1 + n_perm)). auc = U / (n_x n_y) = P(x > y) + P(x = y) / 2.
+    Keys: n_x, n_y, diff (mean x - mean y), auc, p_mean, p_mannwhitney, permutation.
+    """
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    n1, n2 = len(x), len(y)
+    out = {"n_x": n1, "n_y": n2, "diff": math.nan, "auc": math.nan, "p_mean": math.nan,
+           "p_mannwhitney": math.nan, "permutation": None}
+    if n1 == 0 or n2 == 0:
+        return out
+    z = np.concatenate([x, y])
+    n = n1 + n2
+    if math.comb(n, n1) <= n_perm:
+        idx = np.array(list(itertools.combinations(range(n), n1)), dtype=int).reshape(-1, n1)
+        kind = "exact"
+    else:
+        rng = np.random.default_rng(seed)
+        idx = rng.random((n_perm, n)).argsort(axis=1)[:, :n1]
+        kind = "monte carlo"
+    total = z.sum()
+    diff_of = lambda s: s / n1 - (total - s) / n2
+    ranks = _ranks(z)
+    u_of = lambda r: r - n1 * (n1 + 1) / 2.0
+    diff = diff_of(x.sum())
+    u = u_of(ranks[:n1].sum())
+    tol = 1e-9 * max(1.0, abs(diff))
+    hits_mean = np.abs(diff_of(z[idx].sum(axis=1))) >= abs(diff) - tol
+    centre = n1 * n2 / 2.0
+    hits_u = np.abs(u_of(ranks[idx].sum(axis=1)) - centre) >= abs(u - centre) - 1e-9
+    if kind == "exact":
+        p_mean, p_u = float(hits_mean.mean()), float(hits_u.mean())
+    else:
+        p_mean = float((1 + hits_mean.sum()) / (1 + n_perm))
+        p_u = float((1 + hits_u.sum()) / (1 + n_perm))
+    out.update(diff=float(diff), auc=float(u / (n1 * n2)), p_mean=p_mean, p_mannwhitney=p_u,
+               permutation=kind)
+    return out

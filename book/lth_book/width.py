@@ -1,0 +1,373 @@
+"""The width study: LeNet-5 at widths 0.25, 0.5, 1 and 2, trained and searched alike.
+
+Does ticket search favour small models when size is all that changes? The paper compares seven
+architectures that differ in depth, blocks and normalization as much as in size; scaling the
+channels and hidden units of one network changes only the parameter count.
+
+Records: ``<results>/width/<name>/`` for ``lenet5-w0.25``, ``lenet5-w0.5``, ``lenet5-w2``
+and ``<results>/lenet5/`` for width 1 (`load_width`). Only complete runs (all K stages
+recorded) count: an unfinished run would pass for a failed search. `width_summary` gives per
+width SR (exact binomial interval), Best Sparse A_gain mean ± std, LTS (Student-t interval of
+its per-run mean) and TL_gain; `width_trend` tests the trend with size; `fig_width` draws it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from lth_core.analysis.metrics import complete_runs, run_summary, table2
+from lth_core.models import WIDTH_FAMILY, WIDTH_PARAM_COUNTS
+from lth_core.store import RECORD_KEYS, load_results
+
+from .claims import mean_ci, proportion_ci, spearman, sr_statement
+from .profiles import REPO_ROOT
+
+# The study's widths, smallest first.
+WIDTHS: list[str] = sorted(WIDTH_FAMILY, key=WIDTH_PARAM_COUNTS.get)
+STATS: dict[str, str] = {"sr": "SR (%)", "a_gain": "Best Sparse A_gain (%)", "lts": "LTS",
+                         "tl_gain": "Best Sparse TL_gain (%)"}
+_NAMES = {"sr": "SR", "a_gain": "Best Sparse A_gain", "lts": "LTS",
+          "tl_gain": "Best Sparse TL_gain"}
+MIN_RUNS = 3
+
+
+def _root(results: str | os.PathLike | None) -> Path:
+    return REPO_ROOT / "results" if results is None else Path(results)
+
+
+def width_roots(results: str | os.PathLike | None = None) -> dict[str, Path]:
+    """Where each width's records live: ``<results>/lenet5`` for width 1, else
+    ``<results>/width/<name>``."""
+    root = _root(results)
+    return {n: root / "lenet5" if n == "lenet5" else root / "width" / n for n in WIDTHS}
+
+
+def load_width(results: str | os.PathLike | None = None) -> pd.DataFrame:
+    """The width study's per-stage records (default results folder: the repository's), with
+    columns width and params added. Empty (with the record columns) when nothing is stored."""
+    root = _root(results)
+    parts = []
+    if (root / "width").is_dir():
+        d = load_results(root / "width")
+        parts.append(d[d["arch"].isin([n for n in WIDTHS if n != "lenet5"])])
+    if (root / "lenet5").is_dir():
+        d = load_results(root)
+        parts.append(d[d["arch"] == "lenet5"])
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return pd.DataFrame(columns=[*RECORD_KEYS, "width", "params"])
+    df = pd.concat(parts, ignore_index=True)
+    df["width"] = df["arch"].map(WIDTH_FAMILY)
+    df["params"] = df["arch"].map(WIDTH_PARAM_COUNTS)
+    return df.sort_values(["params", "run", "stage"], kind="stable").reset_index(drop=True)
+
+
+def _setup(g: pd.DataFrame) -> list[tuple[str, str]]:
+    """The distinct (config, data checksum) pairs of some records, config without the fields
+    that may differ between runs of one study (stages asked for, CUDA graphs)."""
+    out = []
+    for cfg, data in g[["config", "data_checksum"]].drop_duplicates().itertuples(index=False):
+        c = json.loads(cfg) if isinstance(cfg, str) else {}
+        c.pop("stages", None)
+        c.get("train", {}).pop("cuda_graphs", None)
+        out.append((json.dumps(c, sort_keys=True), str(data)))
+    return sorted(set(out))
+
+
+def _diff(a: dict, b: dict, prefix: str = "") -> str:
+    for k in sorted(set(a) | set(b)):
+        if a.get(k) != b.get(k):
+            if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
+                return _diff(a[k], b[k], f"{prefix}{k}.")
+            return f"{prefix}{k}: {b.get(k)!r} instead of {a.get(k)!r}"
+    return ""
+
+
+def setup_notes(df: pd.DataFrame) -> list[str]:
+    """Sentences naming every width whose records depart from the study's setup (the recipe
+    and data of most records), and the hardware when it differs between widths; empty when
+    all widths share one setup and machine type."""
+    if df.empty or "config" not in df.columns:
+        return []
+    setups = {a: _setup(g) for a, g in df.groupby("arch", sort=False)}
+    counts: dict[tuple[str, str], int] = {}
+    for a, g in df.groupby("arch", sort=False):
+        for s in setups[a]:
+            counts[s] = counts.get(s, 0) + len(g)
+    ref = max(counts, key=counts.get)
+    notes = []
+    for a in [w for w in WIDTHS if w in setups]:
+        for cfg, data in setups[a]:
+            if (cfg, data) == ref:
+                continue
+            why = "other data" if data != ref[1] else _diff(json.loads(ref[0]), json.loads(cfg))
+            notes.append(f"{a}: records of another setup than the rest of the study ({why}).")
+    if "device" in df.columns:
+        hw = {a: "; ".join(sorted(g["device"].astype(str).unique()))
+              for a, g in df.groupby("arch", sort=False)}
+        if len(set(hw.values())) > 1:
+            notes.append("Hardware differs between widths (" + "; ".join(
+                f"{a}: {hw[a]}" for a in WIDTHS if a in hw) + "): same recipe and data, but "
+                "CPUs may round differently, so single runs are not bit-identical across them.")
+    return notes
+
+
+def per_run(df: pd.DataFrame, select_on: str = "test") -> pd.DataFrame:
+    """One row per complete run: arch, run, params, success, a_gain and tl_gain (Best Sparse,
+    NaN without a winner), sr (100 x success) and lts (a_gain if success else 0: LTS is the
+    mean of this over runs)."""
+    cols = ["arch", "run", "params", "success", "a_gain", "tl_gain", "sr", "lts"]
+    if df.empty:
+        return pd.DataFrame(columns=cols)
+    done, _ = complete_runs(df)
+    if done.empty:
+        return pd.DataFrame(columns=cols)
+    s = run_summary(done, select_on=select_on)
+    out = pd.DataFrame({
+        "arch": s["arch"], "run": s["run"], "params": s["arch"].map(WIDTH_PARAM_COUNTS),
+        "success": s["success"].astype(bool), "a_gain": s["best_sparse_a_gain"],
+        "tl_gain": s["best_sparse_tl_gain"]})
+    out["sr"] = 100.0 * out["success"]
+    out["lts"] = np.where(out["success"], out["a_gain"].fillna(0.0), 0.0)
+    return out[cols].reset_index(drop=True)
+
+
+def width_summary(df: pd.DataFrame, level: float = 0.95, select_on: str = "test",
+                  min_runs: int = MIN_RUNS) -> pd.DataFrame:
+    """One row per width (all four, smallest first), from complete runs only.
+
+    Columns: width, params, runs (with any record), complete_runs, incomplete_runs,
+    n_success, sr with sr_lo/sr_hi (Clopper-Pearson, percent), a_gain_mean/a_gain_std
+    (Best Sparse, over successful runs), lts with lts_lo/lts_hi (Student-t interval of the
+    mean over runs of success x A_gain, cut at 0 where it cannot be negative: selection on
+    test accuracy), tl_gain_mean/tl_gain_std (Best Sparse),
+    dense_test_acc_mean/std, status: "ok", "not enough runs" (fewer than ``min_runs``
+    complete runs) or "not computed yet" (none).
+    """
+    pr = per_run(df, select_on)
+    done = complete_runs(df)[0] if len(df) else df
+    t2 = table2(done, select_on=select_on) if len(done) else pd.DataFrame()
+    rows = {}
+    for name in WIDTHS:
+        runs = int(df.loc[df["arch"] == name, "run"].nunique()) if len(df) else 0
+        r = pr[pr["arch"] == name]
+        n, k = len(r), int(r["success"].sum())
+        lo, hi = proportion_ci(k, n, level)
+        row = {"width": WIDTH_FAMILY[name], "params": WIDTH_PARAM_COUNTS[name], "runs": runs,
+               "complete_runs": n, "incomplete_runs": runs - n, "n_success": k,
+               "sr": 100.0 * k / n if n else math.nan, "sr_lo": 100.0 * lo,
+               "sr_hi": 100.0 * hi}
+        t = t2.loc[name] if name in t2.index else None
+        for col, src in (("a_gain_mean", "best_sparse_a_gain_mean"),
+                         ("a_gain_std", "best_sparse_a_gain_std"), ("lts", "lts"),
+                         ("tl_gain_mean", "best_sparse_tl_gain_mean"),
+                         ("tl_gain_std", "best_sparse_tl_gain_std"),
+                         ("dense_test_acc_mean", "dense_test_acc_mean"),
+                         ("dense_test_acc_std", "dense_test_acc_std")):
+            row[col] = float(t[src]) if t is not None else math.nan
+        lo, hi = mean_ci(r["lts"].to_numpy(dtype=float), level)
+        # selected on test accuracy, a winner's gain is >= 0, so LTS is too
+        row["lts_lo"], row["lts_hi"] = (max(0.0, lo) if select_on == "test" else lo), hi
+        row["status"] = ("not computed yet" if n == 0 else
+                         "not enough runs" if n < min_runs else "ok")
+        rows[name] = row
+    out = pd.DataFrame.from_dict(rows, orient="index")
+    out.index.name = "arch"
+    first = ["width", "params", "runs", "complete_runs", "incomplete_runs", "n_success", "sr",
+             "sr_lo", "sr_hi", "a_gain_mean", "a_gain_std", "lts", "lts_lo", "lts_hi"]
+    return out[first + [c for c in out.columns if c not in first]]
+
+
+def width_statements(summary: pd.DataFrame, level: float = 0.95) -> list[str]:
+    """One plain sentence per width of a `width_summary` table."""
+    out = []
+    for name, r in summary.iterrows():
+        head = f"Width {r['width']:g} ({name}, {int(r['params']):,} parameters): "
+        if r["complete_runs"] == 0:
+            extra = (f" ({int(r['incomplete_runs'])} run(s) in progress)"
+                     if r["incomplete_runs"] else "")
+            out.append(head + f"not computed yet{extra}.")
+            continue
+        text = head + sr_statement(int(r["n_success"]), int(r["complete_runs"]), level)
+        if r["n_success"]:
+            std = "" if math.isnan(r["a_gain_std"]) else f" ± {r['a_gain_std']:.2f}"
+            text += (f" Best Sparse A_gain {r['a_gain_mean']:.2f}{std} %, LTS {r['lts']:.2f}"
+                     + (f" ({100 * level:.0f} % CI {r['lts_lo']:.2f} to {r['lts_hi']:.2f})"
+                        if math.isfinite(r["lts_lo"]) else "") + ".")
+        if r["status"] == "not enough runs":
+            text += " Not enough runs to count in the trend."
+        out.append(text)
+    return out
+
+
+def _values(pr: pd.DataFrame, stat: str) -> pd.DataFrame:
+    """Per-run values whose mean per width is the statistic (A_gain, TL_gain: successes)."""
+    if stat in ("a_gain", "tl_gain"):
+        pr = pr[pr["success"]]
+    return pr[["arch", "params", stat]].rename(columns={stat: "y"}).dropna()
+
+
+def _slope(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least-squares slope of y (last axis) on x."""
+    xc = x - x.mean()
+    return (y * xc).sum(axis=-1) / (xc**2).sum()
+
+
+def width_trend(
+    df: pd.DataFrame,
+    stat: str = "lts",
+    min_runs: int = MIN_RUNS,
+    n_perm: int = 10_000,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+    alpha: float = 0.05,
+    select_on: str = "test",
+) -> dict:
+    """Does ``stat`` (sr, a_gain, lts or tl_gain) change with log parameter count?
+
+    Widths with at least ``min_runs`` complete runs take part; the test needs 3 of them.
+    - rho: Spearman correlation of the per-width statistic with log parameter count (over 3
+      or 4 widths it can only order them), rho_ci: percentile bootstrap, runs resampled
+      within each width.
+    - slope: least-squares slope of the per-run values (success x 100 for SR, success x
+      A_gain for LTS, the successful runs' gains for A_gain and TL_gain) on log10 parameter
+      count, i.e. the change per tenfold increase in size; p_value: two-sided permutation p
+      of the slope, runs' values shuffled across widths (``n_perm`` times; p = (1 + hits) /
+      (1 + n_perm)); p_decreasing: one-sided, for a fall with size; p_rho: the same shuffles'
+      two-sided p of rho.
+    - status and verdict, by the rule in ``rule``.
+    """
+    if stat not in STATS:
+        raise ValueError(f"stat must be one of {', '.join(STATS)}, got {stat!r}")
+    pr = per_run(df, select_on)
+    complete = pr.groupby("arch").size().to_dict() if len(pr) else {}
+    v = _values(pr, stat) if len(pr) else pd.DataFrame(columns=["arch", "params", "y"])
+    have = v.groupby("arch").size().to_dict() if len(v) else {}
+    widths = [w for w in WIDTHS if complete.get(w, 0) >= min_runs and have.get(w, 0) >= 1]
+    rule = (f"A width counts when it has at least {min_runs} complete runs, the test when at "
+            f"least 3 widths count. \"Smaller models benefit more\" is supported when the "
+            f"per-run {_NAMES[stat]} falls with log parameter count with a two-sided "
+            f"permutation p below {alpha:g}, contradicted when it rises with such a p, and "
+            "not shown otherwise.")
+    out = {"stat": stat, "widths": widths, "params": [WIDTH_PARAM_COUNTS[w] for w in widths],
+           "values": [], "n": [have.get(w, 0) for w in widths],
+           "left_out": {w: complete.get(w, 0) for w in WIDTHS if w not in widths},
+           "rho": math.nan, "rho_ci": (math.nan, math.nan), "slope": math.nan,
+           "p_value": math.nan, "p_decreasing": math.nan, "p_rho": math.nan,
+           "n_perm": n_perm, "level": level, "alpha": alpha, "rule": rule,
+           "status": "not enough runs", "verdict": ""}
+    left = ", ".join(f"{w} ({c} complete)" for w, c in out["left_out"].items())
+    if len(widths) < 3:
+        out["verdict"] = (f"Not enough runs: the trend of {_NAMES[stat]} needs at least 3 widths "
+                          f"with {min_runs} or more complete runs; "
+                          + (f"only {' and '.join(widths)} {'has' if len(widths) == 1 else 'have'}"
+                             " them" if widths else "none has them")
+                          + (f" (short: {left})." if left else "."))
+        return out
+    v = v[v["arch"].isin(widths)]
+    groups = [v.loc[v["arch"] == w, "y"].to_numpy(dtype=float) for w in widths]
+    logp = np.log10(np.array(out["params"], dtype=float))
+    y = np.concatenate(groups)
+    x = np.repeat(logp, [len(g) for g in groups])
+    label = np.repeat(np.arange(len(widths)), [len(g) for g in groups])
+    onehot = (label[:, None] == np.arange(len(widths))[None, :]) / np.bincount(label)
+    values = np.round(y @ onehot, 9)  # equal means must tie, whatever the summation order
+    rng = np.random.default_rng(seed)
+    perm = np.argsort(rng.random((n_perm, len(y))), axis=1)
+    scale = 1e-9 * max(1.0, float(np.abs(y).max()))
+    snap = lambda s: np.where(np.abs(s) < scale, 0.0, s)  # rounding noise is no slope
+    slope = float(snap(_slope(x, y)))
+    slopes = snap(_slope(x, y[perm]))
+    tol = scale
+    rho = spearman(logp, values)
+    rhos = spearman(np.broadcast_to(logp, (n_perm, len(widths))), np.round(y[perm] @ onehot, 9))
+    boot_rng = np.random.default_rng(seed + 1)
+    boot = np.round(np.stack([g[boot_rng.integers(0, len(g), (n_boot, len(g)))].mean(axis=1)
+                              for g in groups], axis=1), 9)
+    rho_boot = spearman(np.broadcast_to(logp, boot.shape), boot)
+    rho_boot = rho_boot[np.isfinite(rho_boot)]
+    hits = lambda m: float((1 + m.sum()) / (1 + n_perm))
+    out.update(
+        values=[float(a) for a in values], rho=float(rho), slope=slope,
+        rho_ci=(tuple(float(q) for q in np.percentile(
+            rho_boot, [(1 - level) / 2 * 100, (1 + level) / 2 * 100]))
+            if len(rho_boot) else (math.nan, math.nan)),
+        p_value=hits(np.abs(slopes) >= abs(slope) - tol),
+        p_decreasing=hits(slopes <= slope + tol),
+        p_rho=hits(np.abs(rhos) >= abs(rho) - 1e-9) if math.isfinite(rho) else math.nan)
+    p = out["p_value"]
+    if p < alpha and slope < 0:
+        status, head = "supported", f"Supported: {_NAMES[stat]} falls with model size"
+    elif p < alpha and slope > 0:
+        status, head = "contradicted", f"Contradicted: {_NAMES[stat]} rises with model size"
+    else:
+        status = "not shown"
+        head = (f"Not shown: {_NAMES[stat]} does not change with size beyond run-to-run noise")
+    rho_txt = "undefined (no order)" if not math.isfinite(rho) else f"{rho:.2f}"
+    out["status"] = status
+    out["verdict"] = (
+        f"{head} ({slope:+.3g} per tenfold increase in parameters, two-sided permutation "
+        f"p = {p:.3g} over {len(y)} runs of {len(widths)} widths; Spearman rho of the "
+        f"per-width values with log size {rho_txt})."
+        + (f" Left out, fewer than {min_runs} complete runs: {left}." if left else ""))
+    return out
+
+
+def _tick(name: str) -> str:
+    p = WIDTH_PARAM_COUNTS[name]
+    return f"{p / 1000:.1f}K\n×{WIDTH_FAMILY[name]:g}"
+
+
+def fig_width(summary: pd.DataFrame, stats: tuple[str, ...] = ("sr", "a_gain", "lts"),
+              paper_lenet5: dict[str, float] | None = None) -> Figure:
+    """Each statistic against parameter count (log x), one panel each, with error bars:
+    SR's exact binomial interval, A_gain and TL_gain ± std, LTS's t interval. Hollow points:
+    widths with too few complete runs to count; widths with none are left out. ``paper_lenet5``
+    ({stat: value}) marks the paper's LeNet-5 row at 61K for reference."""
+    fig = Figure(figsize=(3.3 * len(stats), 3.0), layout="constrained")
+    axes = fig.subplots(1, len(stats), squeeze=False).ravel()
+    shown = summary[summary["complete_runs"] > 0]
+    for ax, stat in zip(axes, stats, strict=True):
+        ax.set_xscale("log")
+        ax.set_xticks([WIDTH_PARAM_COUNTS[w] for w in WIDTHS], [_tick(w) for w in WIDTHS])
+        ax.minorticks_off()
+        ax.set_xlim(WIDTH_PARAM_COUNTS[WIDTHS[0]] / 1.6, WIDTH_PARAM_COUNTS[WIDTHS[-1]] * 1.6)
+        ax.set_xlabel("parameters (width)")
+        ax.set_ylabel(STATS[stat])
+        if shown.empty:
+            ax.text(0.5, 0.5, "not computed yet", ha="center", va="center",
+                    transform=ax.transAxes, color="0.4")
+            continue
+        col = {"sr": "sr", "a_gain": "a_gain_mean", "lts": "lts",
+               "tl_gain": "tl_gain_mean"}[stat]
+        x, yv = shown["params"].to_numpy(float), shown[col].to_numpy(float)
+        if stat in ("sr", "lts"):
+            err = np.vstack([yv - shown[f"{stat}_lo"].to_numpy(float),
+                             shown[f"{stat}_hi"].to_numpy(float) - yv])
+        else:
+            err = shown[f"{stat}_std"].to_numpy(float)
+        err = np.nan_to_num(err)
+        ax.plot(x, yv, color="C0", lw=0.8, alpha=0.6)
+        ok = (shown["status"] == "ok").to_numpy()
+        for mask, face in ((ok, "C0"), (~ok, "white")):
+            if mask.any():
+                e = err[:, mask] if err.ndim == 2 else err[mask]
+                ax.errorbar(x[mask], yv[mask], yerr=e, fmt="o", color="C0",
+                            markerfacecolor=face, capsize=3)
+        for xi, yi, n in zip(x, yv, shown["complete_runs"], strict=True):
+            if math.isfinite(yi):
+                ax.annotate(f"n={n}", (xi, yi), textcoords="offset points", xytext=(5, 5),
+                            fontsize=7, color="0.3")
+        if paper_lenet5 and stat in paper_lenet5:
+            ax.plot([61_000], [paper_lenet5[stat]], marker="s", color="0.5", ls="none",
+                    label="paper, LeNet-5")
+            ax.legend(fontsize=7)
+    return fig

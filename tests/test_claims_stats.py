@@ -1,0 +1,254 @@
+"""The claims chapter's statistics against known values: exact binomial and t intervals, the
+null model's two modes, permutation tests and the plain-language statements."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lth_book.claims import (
+    betainc,
+    binom_sf,
+    bootstrap_ci,
+    ci_statements,
+    clopper_pearson,
+    mean_ci,
+    null_model,
+    null_sr,
+    null_verdict,
+    proportion_ci,
+    size_trend,
+    sr_statement,
+    t_cdf,
+    t_quantile,
+    trend_statement,
+    two_sample_test,
+    wilson,
+)
+
+
+def make_results(accs: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Per-stage table from arch -> (runs, stages) test accuracies (val = test)."""
+    rows = []
+    for arch, a in accs.items():
+        for run, per_stage in enumerate(a):
+            for stage, acc in enumerate(per_stage):
+                rows.append(dict(arch=arch, run=run, stage=stage, density=0.84**stage,
+                                 val_acc=acc, test_acc=acc, traj_len=1.0, traj_len_2d=1.0))
+    return pd.DataFrame(rows)
+
+
+# -- distributions ---------------------------------------------------------------------------
+
+
+def test_betainc_matches_closed_forms():
+    for x in (0.0, 0.1, 0.5, 0.93, 1.0):
+        assert betainc(1, 1, x) == pytest.approx(x)  # uniform
+        assert betainc(2, 1, x) == pytest.approx(x**2)
+        assert betainc(1, 3, x) == pytest.approx(1 - (1 - x) ** 3)
+    assert betainc(2.5, 4.0, 0.3) + betainc(4.0, 2.5, 0.7) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("n", [1, 3, 10, 57])
+@pytest.mark.parametrize("p", [0.05, 0.5, 0.8])
+def test_binom_sf_matches_direct_sum(n, p):
+    for k in range(n + 2):
+        direct = sum(math.comb(n, j) * p**j * (1 - p) ** (n - j) for j in range(k, n + 1))
+        assert binom_sf(k, n, p) == pytest.approx(direct, abs=1e-12)
+
+
+def test_clopper_pearson_known_values():
+    lo, hi = clopper_pearson(3, 3)
+    assert lo == pytest.approx(0.025 ** (1 / 3), abs=1e-9)  # 29.24 %
+    assert round(100 * lo, 2) == 29.24 and hi == 1.0
+    assert clopper_pearson(3, 3, level=0.99)[0] == pytest.approx(0.005 ** (1 / 3), abs=1e-9)
+    for n in (1, 5, 10, 50):
+        assert clopper_pearson(0, n) == pytest.approx((0.0, 1 - 0.025 ** (1 / n)), abs=1e-9)
+        assert clopper_pearson(n, n) == pytest.approx((0.025 ** (1 / n), 1.0), abs=1e-9)
+    # R: binom.test(1, 10)$conf.int, binom.test(5, 10)$conf.int
+    assert clopper_pearson(1, 10) == pytest.approx((0.002528579, 0.4450161), abs=1e-7)
+    assert clopper_pearson(5, 10) == pytest.approx((0.1870860, 0.8129140), abs=1e-7)
+    assert math.isnan(clopper_pearson(0, 0)[0])
+    with pytest.raises(ValueError):
+        clopper_pearson(4, 3)
+
+
+@pytest.mark.parametrize("k, n", [(1, 4), (5, 7), (36, 53), (17, 20)])
+def test_clopper_pearson_bounds_cut_tails_of_alpha_over_2(k, n):
+    lo, hi = clopper_pearson(k, n)
+    assert binom_sf(k, n, lo) == pytest.approx(0.025, abs=1e-9)  # P(X >= k | lo)
+    assert 1 - binom_sf(k + 1, n, hi) == pytest.approx(0.025, abs=1e-9)  # P(X <= k | hi)
+    lo2, hi2 = clopper_pearson(n - k, n)
+    assert (lo, hi) == pytest.approx((1 - hi2, 1 - lo2), abs=1e-9)  # symmetry
+
+
+def test_wilson_known_values():
+    z2 = 1.959963984540054**2
+    assert wilson(0, 10) == pytest.approx((0.0, z2 / (10 + z2)), abs=1e-9)  # 0.2775
+    assert wilson(5, 10) == pytest.approx((0.2365931, 0.7634069), abs=1e-6)
+    lo, hi = wilson(3, 3)
+    assert hi == 1.0 and lo == pytest.approx(0.4385030, abs=1e-6)
+    assert proportion_ci(3, 3, method="wilson") == wilson(3, 3)
+    with pytest.raises(ValueError):
+        proportion_ci(1, 2, method="bootstrap")
+
+
+def test_t_distribution_known_values():
+    assert t_cdf(0.0, 3) == pytest.approx(0.5)
+    assert t_quantile(0.975, 1) == pytest.approx(12.706205, abs=1e-5)
+    assert t_quantile(0.975, 2) == pytest.approx(4.302653, abs=1e-6)
+    assert t_quantile(0.975, 4) == pytest.approx(2.776445, abs=1e-6)
+    assert t_quantile(0.975, 10) == pytest.approx(2.228139, abs=1e-6)
+    assert t_quantile(0.025, 10) == pytest.approx(-2.228139, abs=1e-6)
+    assert t_quantile(0.975, 10_000) == pytest.approx(1.96, abs=1e-3)
+
+
+def test_mean_ci_is_student_t():
+    lo, hi = mean_ci([1.0, 2.0, 3.0])
+    assert (lo, hi) == pytest.approx((2 - 4.302653 / math.sqrt(3), 2 + 4.302653 / math.sqrt(3)))
+    assert all(math.isnan(v) for v in mean_ci([1.0]))
+
+
+# -- bootstrap_ci: SR is exact ---------------------------------------------------------------
+
+
+def test_bootstrap_ci_sr_is_exact_binomial_not_bootstrap():
+    # 3 runs, all successful: a bootstrap gives [100, 100]; the exact interval does not
+    df = make_results({"lenet5": np.array([[70.0, 71.0], [70.0, 72.0], [70.0, 70.5]])})
+    ci = bootstrap_ci(df, n_boot=200)
+    row = ci.loc["lenet5"]
+    assert row["n_runs"] == 3 and row["n_success"] == 3 and row["sr"] == 100.0
+    assert row["sr_lo"] == pytest.approx(29.24, abs=0.01) and row["sr_hi"] == 100.0
+    # 0 of 4
+    none = make_results({"lenet5": np.array([[70.0, 69.0]] * 4)})
+    r0 = bootstrap_ci(none, n_boot=50).loc["lenet5"]
+    assert r0["sr_lo"] == 0 and r0["sr_hi"] == pytest.approx(100 * (1 - 0.025 ** 0.25))
+    wil = bootstrap_ci(df, n_boot=50, sr_method="wilson").loc["lenet5"]
+    assert wil["sr_lo"] == pytest.approx(100 * wilson(3, 3)[0])
+
+
+def test_bootstrap_ci_t_method_is_wider_than_the_bootstrap_with_three_runs():
+    df = make_results({"lenet5": np.array([[70.0, 71.0], [70.0, 72.0], [70.0, 70.5]])})
+    boot = bootstrap_ci(df, n_boot=500).loc["lenet5"]
+    t = bootstrap_ci(df, mean_method="t").loc["lenet5"]
+    gains = np.array([1.0, 2.0, 0.5]) / 70 * 100
+    lo, hi = mean_ci(gains)
+    assert lo < 0  # cut at 0: selected on test accuracy, no winner loses accuracy
+    assert (t["a_gain_lo"], t["a_gain_hi"]) == pytest.approx((0.0, hi))
+    assert (t["lts_lo"], t["lts_hi"]) == pytest.approx((0.0, hi))  # all succeed
+    assert boot["a_gain_lo"] >= gains.min() - 1e-9 and boot["a_gain_hi"] <= gains.max() + 1e-9
+    assert t["a_gain_lo"] < boot["a_gain_lo"] and t["a_gain_hi"] > boot["a_gain_hi"]
+    val = bootstrap_ci(df, mean_method="t", select_on="val").loc["lenet5"]
+    assert val["a_gain_lo"] == pytest.approx(lo)  # on validation, a test loss is possible
+    with pytest.raises(ValueError):
+        bootstrap_ci(df, mean_method="other")
+
+
+# -- null model ------------------------------------------------------------------------------
+
+
+def _exchangeable(n_runs: int, k: int, seed: int = 7) -> pd.DataFrame:
+    """Every stage's accuracy iid noise: dense and sparse alike."""
+    rng = np.random.default_rng(seed)
+    return make_results({"lenet5": 70 + rng.normal(0, 0.5, (n_runs, k))})
+
+
+def test_null_model_default_is_exchangeable_and_reports_both_modes():
+    df = _exchangeable(400, 5)
+    row = null_model(df, n_sim=4000, seed=0, n_rep=500).loc["lenet5"]
+    assert row["mode"] == "exchangeable"
+    assert null_sr(5) == 80.0 and null_sr(5, "dense") == pytest.approx(93.75)
+    assert row["sr_null"] == row["sr_null_exchangeable"]
+    assert row["sr_null_exchangeable"] == pytest.approx(80.0, abs=2)
+    assert row["sr_null_dense"] == pytest.approx(93.75, abs=1.5)
+    # data made of noise only: measured close to the exchangeable null, not to the dense one
+    assert abs(row["sr_measured"] - row["sr_null_exchangeable"]) < 5
+    assert row["sr_null_dense"] - row["sr_measured"] > 8
+    assert row["a_gain_measured"] == pytest.approx(row["a_gain_null"], rel=0.15)
+    assert row["p_sr"] > 0.05 and row["p_a_gain"] > 0.01
+    dense = null_model(df, n_sim=4000, seed=0, mode="dense", n_rep=100).loc["lenet5"]
+    assert dense["mode"] == "dense" and dense["sr_null"] == dense["sr_null_dense"]
+    assert dense["sr_null_dense"] == row["sr_null_dense"]  # same draws, whichever mode leads
+    says, = null_verdict(null_model(df, n_sim=1000, n_rep=100))
+    assert "not beyond" in says and "noise-free dense accuracy" in says
+
+
+def test_null_p_a_gain_is_calibrated_on_noise():
+    """On noise-only data, p_a_gain < 0.05 about 5 % of the time (sigma estimated from the
+    same few dense runs, which a plug-in null would ignore)."""
+    ps = [null_model(_exchangeable(8, 5, seed=100 + i), n_sim=100, n_rep=300).at["lenet5",
+                                                                                 "p_a_gain"]
+          for i in range(80)]
+    assert np.mean(np.array(ps) < 0.05) <= 0.125  # expected 4 of 80; 10 or more: P < 0.01
+    assert np.mean(np.array(ps) < 0.5) == pytest.approx(0.5, abs=0.2)
+
+
+def test_null_p_values():
+    rng = np.random.default_rng(1)
+    dense = 70 + rng.normal(0, 0.5, (12, 1))
+    better = make_results({"lenet5": np.hstack([dense, dense + 3, dense + 2])})  # K = 3
+    row = null_model(better, n_sim=2000).loc["lenet5"]
+    assert row["n_success"] == 12
+    assert row["p_sr"] == pytest.approx((2 / 3) ** 12)  # P(12 of 12 | 1 - 1/K)
+    assert row["p_a_gain"] == pytest.approx(1 / 2001)  # no null mean reaches +3 points
+    says, = null_verdict(null_model(better, n_sim=500))
+    assert "above the null on both" in says
+
+
+# -- permutation tests -------------------------------------------------------------------------
+
+
+def test_two_sample_test_exact_small_case():
+    out = two_sample_test([1.0, 2.0, 3.0], [4.0, 5.0, 6.0])
+    assert out["permutation"] == "exact"  # C(6, 3) = 20 relabellings
+    assert out["diff"] == pytest.approx(-3.0) and out["auc"] == 0.0
+    assert out["p_mean"] == pytest.approx(2 / 20) and out["p_mannwhitney"] == pytest.approx(2 / 20)
+    same = two_sample_test([1.0, 2.0], [1.0, 2.0])
+    assert same["p_mean"] == 1.0 and same["auc"] == 0.5
+
+
+def test_two_sample_test_monte_carlo_agrees_with_exact():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(0.5, 1, 6), rng.normal(0, 1, 9)  # C(15, 6) = 5005
+    exact = two_sample_test(x, y, n_perm=10_000)
+    mc = two_sample_test(x, y, n_perm=4000, seed=1)
+    assert exact["permutation"] == "exact" and mc["permutation"] == "monte carlo"
+    assert mc["p_mean"] == pytest.approx(exact["p_mean"], abs=0.03)
+    assert mc["p_mannwhitney"] == pytest.approx(exact["p_mannwhitney"], abs=0.03)
+
+
+# -- statements --------------------------------------------------------------------------------
+
+
+def test_sr_statement():
+    assert sr_statement(3, 3) == ("3 of 3 runs found a winning ticket: SR 100 % (95 % CI 29 to "
+                                  "100 %, exact binomial).")
+    assert "Wilson" in sr_statement(1, 4, method="wilson")
+    assert "No complete run" in sr_statement(0, 0)
+
+
+def test_ci_statements_name_counts_and_intervals():
+    df = make_results({"lenet5": np.array([[70.0, 71.0], [70.0, 69.0], [70.0, 70.5]])})
+    text, = ci_statements(bootstrap_ci(df, n_boot=100))
+    assert text.startswith("lenet5: 2 of 3 runs") and "2 successful runs" in text
+
+
+def test_trend_statement():
+    rng = np.random.default_rng(0)
+    accs, params = {}, {}
+    for i in range(4):
+        dense = 70 + rng.normal(0, 0.1, (6, 1))
+        accs[f"a{i}"] = np.hstack([dense, dense + 4.0 - i])
+        params[f"a{i}"] = 1000 * 10**i
+    trend = size_trend(make_results(accs), params, n_boot=100)
+    text = trend_statement(trend)  # the observed order is 1 of 4! = 24: p = 0.042
+    assert "-1.00" in text and "p = 0.042" in text and "Supported at the 0.05 level" in text
+    three = size_trend(make_results({k: accs[k] for k in ("a0", "a1", "a2")}), params,
+                       n_boot=100)
+    text = trend_statement(three)  # 1 of 3! = 6: p = 0.167 at best
+    assert "Not shown at the 0.05 level" in text and "no p can be below 0.167" in text
+    few = size_trend(make_results({k: accs[k] for k in ("a0", "a1")}), params, n_boot=10)
+    assert trend_statement(few).startswith("No test")

@@ -1,0 +1,248 @@
+"""The width study: loading, complete-run counting, the trend test and the chapter."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import tiny_config
+
+from lth_book.claims import clopper_pearson, mean_ci
+from lth_book.width import (
+    WIDTHS,
+    fig_width,
+    load_width,
+    per_run,
+    setup_notes,
+    width_roots,
+    width_statements,
+    width_summary,
+    width_trend,
+)
+from lth_core import build, ticket_search
+from lth_core.analysis.metrics import complete_runs, table2
+from lth_core.config import TrainConfig
+from lth_core.models import WIDTH_PARAM_COUNTS
+
+ROOT = Path(__file__).resolve().parent.parent
+CFG = tiny_config(stages=2, train=TrainConfig(lr=0.05, max_epochs=1, patience=1,
+                                               batch_size=64))
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, tiny_data):
+    """Tiny width study: 3 runs at widths 0.25 and 1, 4 at 0.5 (one of them unfinished: its
+    last stage record is removed), 2 at width 2 (too few to count)."""
+    root = tmp_path_factory.mktemp("results")
+    roots = width_roots(root)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread per run, as the searches run (and cheap on 2 cores)
+    try:
+        for name, runs in (("lenet5-w0.25", 3), ("lenet5-w0.5", 4), ("lenet5", 3),
+                           ("lenet5-w2", 2)):
+            ticket_search(lambda n=name: build(n), tiny_data, CFG, name=name, runs=runs,
+                          results=roots[name].parent, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    (roots["lenet5-w0.5"] / "run-003" / "stage-1.json").unlink()
+    return root
+
+
+def test_load_width_reads_both_places(study, tmp_path):
+    df = load_width(study)
+    assert set(df["arch"]) == set(WIDTHS)
+    assert (df["params"] == df["arch"].map(WIDTH_PARAM_COUNTS)).all()
+    assert df.loc[df["arch"] == "lenet5-w0.5", "width"].unique().tolist() == [0.5]
+    assert list(df.drop_duplicates("arch")["arch"]) == WIDTHS  # smallest first
+    empty = load_width(tmp_path)
+    assert empty.empty and {"arch", "run", "stage", "width", "params"} <= set(empty.columns)
+
+
+def test_summary_counts_complete_runs_only(study):
+    df = load_width(study)
+    s = width_summary(df)
+    assert list(s.index) == WIDTHS
+    half = s.loc["lenet5-w0.5"]
+    assert (half["runs"], half["complete_runs"], half["incomplete_runs"]) == (4, 3, 1)
+    assert s.loc["lenet5-w2", "status"] == "not enough runs"
+    assert (s.drop("lenet5-w2")["status"] == "ok").all()
+    done, left_out = complete_runs(df)
+    assert left_out == {"lenet5-w0.5": 1}
+    t2 = table2(done)
+    for name, r in s.iterrows():
+        lo, hi = clopper_pearson(int(r["n_success"]), int(r["complete_runs"]))
+        assert (r["sr_lo"], r["sr_hi"]) == pytest.approx((100 * lo, 100 * hi))
+        assert r["sr"] == pytest.approx(t2.at[name, "sr"])
+        assert r["lts"] == pytest.approx(t2.at[name, "lts"])
+        np.testing.assert_allclose(r["a_gain_mean"], t2.at[name, "best_sparse_a_gain_mean"])
+        np.testing.assert_allclose(r["tl_gain_mean"], t2.at[name, "best_sparse_tl_gain_mean"])
+    pr = per_run(df)
+    assert len(pr) == 3 + 3 + 3 + 2
+    for name in WIDTHS:  # LTS is the mean over runs of success x A_gain
+        v = pr.loc[pr["arch"] == name, "lts"]
+        assert v.mean() == pytest.approx(s.at[name, "lts"])
+        lo, hi = mean_ci(v)
+        np.testing.assert_allclose((s.at[name, "lts_lo"], s.at[name, "lts_hi"]),
+                                   (max(0.0, lo), hi))
+    texts = width_statements(s)
+    assert len(texts) == 4 and "Not enough runs" in texts[3] and "of 3 runs" in texts[1]
+
+
+def test_summary_and_trend_of_nothing(tmp_path):
+    s = width_summary(load_width(tmp_path))
+    assert (s["status"] == "not computed yet").all() and (s["complete_runs"] == 0).all()
+    assert all("not computed yet" in t for t in width_statements(s))
+    t = width_trend(load_width(tmp_path))
+    assert t["status"] == "not enough runs" and "none has them" in t["verdict"]
+    fig = fig_width(s)
+    assert len(fig.axes) == 3
+    assert any("not computed yet" in x.get_text() for x in fig.axes[0].texts)
+
+
+def test_setup_notes(study):
+    df = load_width(study)
+    assert not [n for n in setup_notes(df) if "another setup" in n]
+    other = df.copy()
+    cfg = json.loads(other["config"].iloc[0])
+    cfg["prune_rate"] = 0.3
+    other.loc[other["arch"] == "lenet5-w2", "config"] = json.dumps(cfg)
+    notes = setup_notes(other)
+    assert any(n.startswith("lenet5-w2:") and "prune_rate" in n for n in notes)
+    other.loc[other["arch"] == "lenet5", "device"] = "another CPU"
+    assert any("Hardware differs" in n for n in setup_notes(other))
+
+
+def _records(gains: dict[str, list[float | None]]) -> pd.DataFrame:
+    """Complete 2-stage runs per width: a gain in percent (None: a failed search)."""
+    rows = []
+    for name, per_run_gain in gains.items():
+        for run, g in enumerate(per_run_gain):
+            sparse = 60.0 * (1 + g / 100) if g is not None else 59.0
+            for stage, acc in enumerate([60.0, sparse]):
+                rows.append(dict(arch=name, run=run, stage=stage, density=0.84**stage,
+                                 val_acc=acc, test_acc=acc, traj_len=1.0, traj_len_2d=1.0,
+                                 config='{"stages": 2}', data_checksum="x"))
+    return pd.DataFrame(rows)
+
+
+def test_trend_supported_contradicted_and_not_shown():
+    falling = _records({w: [3.0 - i + d for d in (0.0, 0.1, -0.1, 0.05)]
+                        for i, w in enumerate(WIDTHS)})
+    t = width_trend(falling, n_perm=2000)
+    assert t["status"] == "supported" and t["verdict"].startswith("Supported")
+    assert t["rho"] == pytest.approx(-1.0) and t["slope"] < 0 and t["p_value"] < 0.01
+    assert t["rho_ci"][1] < 0 and t["widths"] == WIDTHS and t["n"] == [4] * 4
+    assert t == width_trend(falling, n_perm=2000)  # deterministic
+    rising = _records({w: [1.0 + i + d for d in (0.0, 0.1, -0.1)] for i, w in enumerate(WIDTHS)})
+    assert width_trend(rising, n_perm=2000)["status"] == "contradicted"
+    rng = np.random.default_rng(0)
+    flat = _records({w: list(1.0 + rng.normal(0, 0.5, 6)) for w in WIDTHS})
+    t = width_trend(flat, n_perm=2000)
+    assert t["status"] == "not shown" and t["p_value"] > 0.05
+    same = _records({w: [1.0, None, 1.0] for w in WIDTHS})  # identical everywhere
+    t = width_trend(same, stat="sr", n_perm=500)
+    assert t["slope"] == 0 and t["p_value"] == 1.0 and math.isnan(t["rho"])
+
+
+def test_trend_needs_three_widths_with_enough_runs():
+    gains = {w: [2.0, 1.0, 1.5] for w in WIDTHS}
+    gains["lenet5-w2"] = [1.0, 1.0]  # 2 complete runs: left out
+    t = width_trend(_records(gains), n_perm=200)
+    assert t["widths"] == WIDTHS[:3] and t["left_out"] == {"lenet5-w2": 2}
+    assert "lenet5-w2 (2 complete)" in t["verdict"]
+    gains["lenet5"] = [1.0]
+    t = width_trend(_records(gains), n_perm=200)
+    assert t["status"] == "not enough runs" and math.isnan(t["p_value"])
+    assert t["verdict"].startswith("Not enough runs")
+
+
+def test_trend_permutation_p_matches_exact_enumeration():
+    """3 widths x 3 runs: the Monte Carlo p of the slope against all 1680 distinct ways to
+    split the 9 per-run values into groups of 3."""
+    gains = {"lenet5-w0.25": [2.0, 1.2, 0.9], "lenet5-w0.5": [1.5, 0.4, 1.1],
+             "lenet5": [0.8, 1.0, 0.3]}
+    t = width_trend(_records(gains), n_perm=20_000, seed=1)
+    y = np.concatenate(list(gains.values()))
+    x = np.log10(np.repeat([WIDTH_PARAM_COUNTS[w] for w in gains], 3))
+    slope = lambda v: np.polyfit(x, v, 1)[0]
+    observed = slope(y)
+    assert t["slope"] == pytest.approx(observed)
+    slopes = []
+    for a in itertools.combinations(range(9), 3):
+        rest = [i for i in range(9) if i not in a]
+        for b in itertools.combinations(rest, 3):
+            c = [i for i in rest if i not in b]
+            slopes.append(slope(y[list(a) + list(b) + c]))
+    slopes = np.array(slopes)
+    assert len(slopes) == 1680
+    exact = np.mean(np.abs(slopes) >= abs(observed) - 1e-12)
+    assert t["p_value"] == pytest.approx(exact, abs=0.015)
+    assert t["p_decreasing"] == pytest.approx(np.mean(slopes <= observed + 1e-12), abs=0.015)
+
+
+def test_trend_of_a_gain_uses_successful_runs_only():
+    gains = {w: [4.0 - i, None, 4.1 - i, 3.9 - i] for i, w in enumerate(WIDTHS)}
+    t = width_trend(_records(gains), stat="a_gain", n_perm=500)
+    assert t["n"] == [3] * 4
+    np.testing.assert_allclose(t["values"], [4.0, 3.0, 2.0, 1.0], atol=1e-9)
+    lts = width_trend(_records(gains), stat="lts", n_perm=500)
+    assert lts["n"] == [4] * 4  # LTS counts the failed runs, as zeros
+    np.testing.assert_allclose(lts["values"], [3.0, 2.25, 1.5, 0.75], atol=1e-9)
+    with pytest.raises(ValueError):
+        width_trend(_records(gains), stat="other")
+
+
+def test_fig_width(study):
+    s = width_summary(load_width(study))
+    fig = fig_width(s, stats=("sr", "a_gain", "lts", "tl_gain"), paper_lenet5={"sr": 68})
+    assert len(fig.axes) == 4
+    assert all(ax.get_xscale() == "log" for ax in fig.axes)
+
+
+def _papermill(out: Path, results: Path, stored: Path) -> str:
+    cmd = [sys.executable, "-m", "papermill", str(ROOT / "book" / "width.ipynb"), str(out),
+           "--kernel", "python3", "--cwd", str(ROOT / "book"), "--no-progress-bar",
+           "-p", "results_dir", str(results), "-p", "stored_results", str(stored),
+           "-p", "n_perm", "500", "-p", "profile", "smoke"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import nbformat
+
+    nb = nbformat.read(out, as_version=4)
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
+              if o.output_type == "error"]
+    assert not errors, errors
+    return "\n".join(str(o.get("data", o.get("text", ""))) for c in nb.cells
+                     if c.cell_type == "code" for o in c.outputs)
+
+
+def test_notebook_committed_clean():
+    import nbformat
+
+    nb = nbformat.read(ROOT / "book" / "width.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert not [c for c in code if c.outputs or c.execution_count]
+    tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1 and 'results_dir = "results"' in tagged[0].source
+
+
+def test_notebook_runs_on_tiny_records(study, tmp_path):
+    text = _papermill(tmp_path / "width.ipynb", study, tmp_path / "none")
+    assert "3 complete run(s), 1 in progress" in text
+    assert "Not enough runs to count in the trend" in text  # width 2
+    assert "permutation p" in text  # three widths count: the trend is tested
+    assert "Rule: A width counts" in text
+
+
+def test_notebook_without_results_says_not_computed_yet(tmp_path):
+    (tmp_path / "empty").mkdir()
+    text = _papermill(tmp_path / "width.ipynb", tmp_path / "empty", tmp_path / "empty")
+    assert "not computed yet" in text and "Not enough runs" in text
