@@ -40,15 +40,47 @@ def two_archs() -> pd.DataFrame:
     })
 
 
-def test_bootstrap_ci_contains_point_and_matches_table2(two_archs):
+def test_bootstrap_ci_points_match_table2(two_archs):
     ci = bootstrap_ci(two_archs, n_boot=500, seed=0)
     t = table2(two_archs)
     assert list(ci.index) == ["lenet5", "resnet18"]
     for name, col in [("sr", "sr"), ("a_gain", "best_sparse_a_gain_mean"), ("lts", "lts")]:
         np.testing.assert_allclose(ci[name], t.loc[ci.index, col])
-        assert (ci[f"{name}_lo"] <= ci[name]).all() and (ci[name] <= ci[f"{name}_hi"]).all()
     assert (ci["n_runs"] == 10).all()
-    assert (ci["sr_lo"] >= 0).all() and (ci["sr_hi"] <= 100).all()
+
+
+def _binom_cdf(k: int, n: int, p: float) -> float:
+    return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k + 1))
+
+
+def test_bootstrap_ci_matches_reference_intervals():
+    """Intervals checked against what they must be. SR, 12 of 30: exact binomial bounds, by
+    their definition. A_gain when all 40 runs win: a percentile bootstrap of a mean, so about
+    mean +- 1.96 x std(ddof=0)/sqrt(n) (resampling error ~2 % of that), and the Student-t
+    interval with mean_method="t"; LTS = A_gain in every resample then."""
+    rng = np.random.default_rng(5)
+    dense = np.full((40, 1), 50.0)
+    delta = rng.normal(1.0, 0.25, (40, 1))  # all > 0: every run wins; A_gain = 2 x delta %
+    mixed = np.hstack([dense[:30], dense[:30] + np.r_[np.ones(12), -np.ones(18)][:, None]])
+    df = make_results({"all": np.hstack([dense, dense + delta]), "mixed": mixed})
+    ci = bootstrap_ci(df, n_boot=4000, seed=0)
+
+    m = ci.loc["mixed"]
+    assert (m["n_success"], m["sr"]) == (12, 40.0)
+    assert 1 - _binom_cdf(11, 30, m["sr_lo"] / 100) == pytest.approx(0.025, abs=1e-6)
+    assert _binom_cdf(12, 30, m["sr_hi"] / 100) == pytest.approx(0.025, abs=1e-6)
+
+    a, gains = ci.loc["all"], 2 * delta.ravel()
+    assert a["sr_lo"] == pytest.approx(100 * 0.025 ** (1 / 40)) and a["sr_hi"] == 100
+    half = 1.96 * gains.std() / math.sqrt(40)
+    assert a["a_gain"] == pytest.approx(gains.mean())
+    assert a["a_gain_lo"] == pytest.approx(gains.mean() - half, abs=0.1 * half)
+    assert a["a_gain_hi"] == pytest.approx(gains.mean() + half, abs=0.1 * half)
+    assert (a["lts_lo"], a["lts_hi"]) == pytest.approx((a["a_gain_lo"], a["a_gain_hi"]), rel=1e-12)
+    t = bootstrap_ci(df, mean_method="t").loc["all"]
+    half_t = 2.022691 * gains.std(ddof=1) / math.sqrt(40)  # t quantile 0.975, 39 df
+    assert (t["a_gain_lo"], t["a_gain_hi"]) == pytest.approx(
+        (gains.mean() - half_t, gains.mean() + half_t), rel=1e-5)
 
 
 def test_bootstrap_ci_is_deterministic(two_archs):
@@ -107,14 +139,14 @@ def test_null_model_matches_noise_only_data():
     rng = np.random.default_rng(7)
     dense = 70 + rng.normal(0, 0.5, (300, 1))
     df = make_results({"lenet5": np.hstack([dense, dense + rng.normal(0, 0.5, (300, 4))])})
-    out = null_model(df, n_sim=4000, seed=0)
+    out = null_model(df, n_sim=4000, seed=0, mode="dense")  # sparse = dense + noise here
     row = out.loc["lenet5"]
     assert row["stages"] == 5 and row["n_runs"] == 300
     assert row["sigma"] == pytest.approx(dense.std(ddof=1))
     assert row["sr_null"] == pytest.approx(100 * (1 - 0.5**4), abs=1.5)
     assert abs(row["sr_null"] - row["sr_measured"]) < 5
     assert row["a_gain_null"] == pytest.approx(row["a_gain_measured"], rel=0.15)
-    pd.testing.assert_frame_equal(out, null_model(df, n_sim=4000, seed=0))
+    pd.testing.assert_frame_equal(out, null_model(df, n_sim=4000, seed=0, mode="dense"))
     exch = null_model(df, n_sim=4000, seed=0, mode="exchangeable").loc["lenet5"]
     assert exch["sr_null"] == pytest.approx(80.0, abs=2.5)  # 1 - 1/K
 

@@ -1,14 +1,20 @@
 """The CLI: each bad input is one line on stderr, exit code 2, and stored results untouched."""
 
 import hashlib
+import io
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import TINY_DATA
 
+from lth_core.analysis.metrics import table2
 from lth_core.cli import main
+from lth_core.store import load_results
 
 GOOD = ["search", "--arch", "lenet5", "--runs", "1", "--stages", "2", "--max-epochs", "1",
         "--batch-size", "64", "--data", TINY_DATA, "--no-progress", "--device", "cpu"]
@@ -92,6 +98,31 @@ def test_report_formats(stored, capsys):
     assert main(["report", "--results", str(stored), "--format", "csv"]) == 0
     assert capsys.readouterr().out.splitlines()[0].startswith("arch,")
     assert main(["report", "--results", str(stored / "nope")]) == 2
+
+
+def test_report_leaves_out_incomplete_runs(stored, tmp_path, capsys):
+    """A run with stage 0 of K = 2 only is unfinished: reported as left out, not counted as a
+    failed search in SR, A_gain and LTS."""
+    root = tmp_path / "r"
+    shutil.copytree(stored, root)
+    rec = json.loads((root / "lenet5" / "run-000" / "stage-0.json").read_text())
+    (root / "lenet5" / "run-007").mkdir()
+    (root / "lenet5" / "run-007" / "stage-0.json").write_text(json.dumps({**rec, "run": 7}))
+    note = "lenet5: 1 incomplete run left out (fewer than K = 2 stages recorded)"
+    assert main(["report", "--results", str(root)]) == 0
+    assert note in capsys.readouterr().out
+    assert main(["report", "--results", str(root), "--format", "csv"]) == 0
+    out = capsys.readouterr()
+    row = pd.read_csv(io.StringIO(out.out)).iloc[0]
+    want = table2(load_results(stored)).loc["lenet5"]
+    assert (row["n_runs"], row["n_incomplete"]) == (want["n_runs"], 1)
+    assert row["sr"] == pytest.approx(want["sr"]) and note in out.err
+    shutil.rmtree(root / "lenet5" / "run-000")  # only the unfinished run left
+    for other in (root / "lenet5").glob("run-00[1-6]"):
+        shutil.rmtree(other)
+    assert main(["report", "--results", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "no complete run" in err and len(err.strip().splitlines()) == 1
 
 
 def test_console_entry_point_without_traceback(tmp_path):

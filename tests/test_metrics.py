@@ -4,7 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lth_core.analysis.metrics import format_table2, run_summary, table2, tl_gain_by_stage
+from lth_core.analysis.metrics import (
+    complete_runs,
+    format_table2,
+    run_summary,
+    search_stages,
+    table2,
+    tl_gain_by_stage,
+)
 
 D = [1.0, 0.84, 0.7056]  # density after 0, 1, 2 stages of pruning 16%
 
@@ -241,3 +248,30 @@ def test_dense_only_results_have_no_success_rate():
     t = table2(df)
     assert math.isnan(t.loc["a", "sr"]) and math.isnan(t.loc["a", "lts"])
     assert t.loc["a", "dense_test_acc_mean"] == 51.0
+
+
+def test_complete_runs_leave_out_unfinished_ones():
+    """A run without a record of every stage of K is unfinished, not failed: it is left out
+    of SR, A_gain and LTS, and counted."""
+    df = results()
+    gone = (((df["arch"] == "A") & (df["run"] == 2) & (df["stage"] == 2))
+            | ((df["arch"] == "B") & (df["run"] == 1) & (df["stage"] >= 1)))
+    partial = df[~gone]
+    assert table2(partial).loc["B", "sr"] == pytest.approx(200 / 3)  # B run 1 counted failed
+    kept, left_out = complete_runs(partial)
+    assert left_out == {"A": 1, "B": 1}
+    unfinished = ((df["arch"] == "A") & (df["run"] == 2)) | ((df["arch"] == "B") & (df["run"] == 1))
+    pd.testing.assert_frame_equal(kept, df[~unfinished].reset_index(drop=True))
+    assert table2(kept)["sr"].tolist() == [100.0, 100.0]
+    assert complete_runs(df)[1] == {} and len(complete_runs(df)[0]) == len(df)
+
+
+def test_search_stages_come_from_the_config_when_recorded():
+    """K is what the search asked for: runs of a K = 4 search that reached stage 2 are all
+    incomplete, even if no run has stage 3 yet."""
+    df = results()
+    df["config"] = ['{"stages": 4}' if a == "A" else '{"stages": 3}' for a in df["arch"]]
+    assert search_stages(df) == {"A": 4, "B": 3}
+    kept, left_out = complete_runs(df)
+    assert left_out == {"A": 3} and set(kept["arch"]) == {"B"}
+    assert search_stages(df.drop(columns="config")) == {"A": 3, "B": 3}

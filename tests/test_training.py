@@ -1,6 +1,10 @@
+import pytest
 import torch
+from kernel_paths import run_under_default_kernels
+from torch import nn
 
 from lth_core.config import TrainConfig
+from lth_core.data import normalize
 from lth_core.engine.search import init_model, rewind
 from lth_core.engine.train import evaluate, train_stage
 from lth_core.models import build
@@ -63,21 +67,27 @@ def test_rewind_restores_initial_weights_exactly():
 
 
 def test_early_stopping_keeps_best_validation_weights(tiny_data):
+    """lr 0.2 overshoots after epoch 1 (val 35 %, then 10 % and 14 %), so the stage stops
+    early, by margins of 20 examples that no kernel path's rounding closes."""
     torch.manual_seed(0)
     model = build("lenet5")
-    cfg = TrainConfig(lr=0.05, max_epochs=6, patience=2, batch_size=64)
+    cfg = TrainConfig(lr=0.2, max_epochs=6, patience=2, batch_size=64)
     out = train_stage(model, None, tiny_data, cfg, seed=1, device=CPU)
     accs = [h["val_acc"] for h in out.history]
-    assert out.best_epoch == accs.index(max(accs)) + 1
-    assert out.best_val_acc == max(accs)
-    assert out.epochs == len(accs) <= cfg.max_epochs
-    if out.epochs < cfg.max_epochs:  # stopped early: exactly `patience` epochs without gain
-        assert out.epochs - out.best_epoch == cfg.patience
+    assert out.epochs == len(accs) < cfg.max_epochs  # it stopped early...
+    assert out.epochs - out.best_epoch == cfg.patience  # ...after `patience` epochs without gain
+    assert out.best_epoch == accs.index(max(accs)) + 1 and out.best_val_acc == max(accs)
+    # It returns the best epoch's weights, not the last ones. Equal accuracies bit for bit:
+    # the same process, kernels and evaluation as during training, on purpose.
+    assert evaluate(model, tiny_data.val, tiny_data, CPU) == accs[-1] != out.best_val_acc
     model.load_state_dict(out.state)
     assert evaluate(model, tiny_data.val, tiny_data, CPU) == out.best_val_acc
 
 
 def test_resumed_stage_equals_uninterrupted(tiny_data):
+    """Bit for bit, on purpose: one engine, one process, the same kernels, so a resumed stage
+    must redo exactly the float operations of the uninterrupted one (derived seeds, restored
+    momentum). Across engines or machines, see test_population.py."""
     cfg = TrainConfig(lr=0.05, max_epochs=3, patience=3, batch_size=64)
     states = []
     model = init_model(lambda: build("lenet5"), 5)
@@ -88,3 +98,37 @@ def test_resumed_stage_equals_uninterrupted(tiny_data):
     assert [h["val_acc"] for h in full.history] == [h["val_acc"] for h in resumed.history]
     for k, v in full.state.items():
         assert torch.equal(v, resumed.state[k]), k
+
+
+def test_resume_is_exact_on_the_default_kernels_too():
+    run_under_default_kernels(["tests/test_training.py::test_resumed_stage_equals_uninterrupted"])
+
+
+def _near_tie_model(data) -> nn.Module:
+    """Every logit is 10 + 1e-3 x (one-hot of the test label), fitted by least squares: fp32
+    gets the whole test set right; bf16 (spacing 1/16 near 10) makes all ten logits 10.0 and
+    calls class 0."""
+    x = normalize(data.test.images, data.mean, data.std).flatten(1).double()
+    y = nn.functional.one_hot(data.test.labels, 10).double()
+    model = nn.Sequential(nn.Flatten(), nn.Linear(x.shape[1], 10))
+    with torch.no_grad():
+        model[1].weight.copy_(1e-3 * (torch.linalg.pinv(x) @ y).T)
+        model[1].bias.fill_(10.0)
+    return model
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
+def test_evaluate_runs_in_fp32(device, tiny_data):
+    """bf16 evaluation would flip near-tie calls: evaluate is fp32 with amp=True and inside
+    a caller's bf16 autocast (same process and kernels: equal bit for bit, on purpose)."""
+    dev = torch.device(device)
+    model = _near_tie_model(tiny_data).to(dev)
+    split = tiny_data.test
+    fp32 = evaluate(model, split, tiny_data, dev, amp=False)
+    x = normalize(split.images, tiny_data.mean, tiny_data.std).to(dev)
+    with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16):
+        bf16 = 100.0 * float((model(x).argmax(1).cpu() == split.labels).double().mean())
+        inside = evaluate(model, split, tiny_data, dev, amp=True)
+    assert fp32 == 100.0 and bf16 < 50.0  # what bf16 would report instead
+    assert inside == fp32 == evaluate(model, split, tiny_data, dev, amp=True)

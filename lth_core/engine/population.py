@@ -277,8 +277,8 @@ class Population:
         correct = torch.zeros(self.size, dtype=torch.long, device=self.device)
         for start in range(0, len(labels), batch_size):
             x = images[start:start + batch_size].float().sub_(m).div_(s)
-            params, x = self._cast(x)
-            logits = self._eval_fwd(params, self.buffers, x)
+            # fp32, as a single run's evaluate: bf16 would decide near-tie "best epoch" calls
+            logits = self._eval_fwd(self.params, self.buffers, x)
             correct += (logits.argmax(-1) == labels[start:start + batch_size]).sum(1)
         self.base.train()
         return 100.0 * correct.double().cpu() / max(len(labels), 1)
