@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from lth_core import trajectory
+from lth_core.analysis import trajectory
 from lth_core.analysis.trajectory import (
     arc,
     arc_pairs,
