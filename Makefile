@@ -3,13 +3,13 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-SHARED_DATA := ../shared/data/cifar10-jpeg.tar.gz
 # Book profile: smoke (seconds, synthetic data), quick (real CIFAR-10, 2-core CPU budget),
-# paper (the paper's protocol, for GPUs).
-PROFILE ?= quick
-# smoke runs on its own synthetic data and keeps its records out of results/
-DATA ?= $(if $(filter smoke,$(PROFILE)),,$(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),cifar10))
-RESULTS ?= $(if $(filter smoke,$(PROFILE)),_build/results-smoke,results)
+# paper (the paper's protocol, for GPUs). Empty PROFILE, DATA and RESULTS: the defaults of
+# book/lth_book/profiles.py (profile quick; its data: the JPEG copy in ../shared/data when
+# present, else cifar10; results/, or _build/results-smoke for smoke).
+PROFILE ?=
+DATA ?=
+RESULTS ?=
 DEVICE ?= auto
 OUT ?= _build
 
@@ -33,5 +33,6 @@ test: venv lint
 # (resumable: results already in $(RESULTS) are reused), then jupyter-book renders the
 # static, offline site into $(OUT)/html (open $(OUT)/html/index.html). Needs npm.
 book: venv
-	$(PY) book/build.py --profile $(PROFILE) --results $(RESULTS) --device $(DEVICE) \
-		--out $(OUT) $(if $(DATA),--data $(DATA))
+	$(PY) book/build.py $(if $(PROFILE),--profile $(PROFILE)) \
+		$(if $(RESULTS),--results $(RESULTS)) --device $(DEVICE) --out $(OUT) \
+		$(if $(DATA),--data $(DATA))

@@ -8,14 +8,17 @@
 2. ``book/`` is copied to the staging folder ``OUT/book-src/book`` (without notebooks), and
    papermill executes each committed notebook into it with the parameters ``profile``,
    ``results_dir``, ``device`` and, when given, ``data`` (``-p name value``). The committed
-   notebooks stay without outputs.
+   notebooks stay without outputs. Plumbing stays off the page: the cell papermill injects
+   (tag ``injected-parameters``) and the ``parameters`` cell get myst-nb's ``remove-cell``.
 3. MathJax, RequireJS and the ipywidgets HTML manager are installed from the npm registry
    (``npm ci`` with the pinned ``package-lock.json``, into ``_build/npm``) and copied into the
    staging folder, where ``_config.yml`` points Sphinx and myst-nb at them.
 4. ``jupyter-book build`` renders the staging folder (``execute_notebooks: off``) into
    ``OUT/html``, then every page is checked for references to other hosts.
 
-Only the standard library, papermill and jupyter-book are used (no ``lth_core``), so the
+The profile names, the default profile and each profile's results folder are owned by
+``lth_book.profiles``, imported only to resolve them (so the table-of-contents helpers stay
+light); otherwise only the standard library, papermill and jupyter-book are used, and the
 build works for any set of notebooks listed in ``_toc.yml``.
 """
 
@@ -34,7 +37,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PROFILES = ("smoke", "quick", "paper")
+# cells off the page: papermill's injected parameters and the notebooks' own parameters cell
+PLUMBING_TAGS = {"injected-parameters", "parameters"}
 
 # What the site needs from each npm package (source inside node_modules, target inside
 # _static/lth-vendor). MathJax loads its fonts and extensions relative to its own script.
@@ -102,8 +106,10 @@ def stage_sources(root: Path, stage: Path, fresh: bool = True) -> None:
     stage.mkdir(parents=True, exist_ok=True)
     for name in ("_config.yml", "_toc.yml"):
         shutil.copy2(root / name, stage / name)
+    # lth_book stays out: the kernels import the installed package, whose paths (results/,
+    # the repository) are those of the checkout, not of the staging folder
     ignore = shutil.ignore_patterns("*.ipynb", "build.py", "__pycache__", ".ipynb_checkpoints",
-                                    "_build")
+                                    "_build", "lth_book")
     folders = {Path(n).parts[0] for n in toc_docnames(root) if len(Path(n).parts) > 1}
     for folder in sorted(folders):
         shutil.copytree(root / folder, stage / folder, ignore=ignore, dirs_exist_ok=True)
@@ -120,6 +126,20 @@ def data_parameter(data: str | None, root: Path) -> str | None:
     if not path.is_absolute() and (root / path).exists():
         return str((root / path).resolve())
     return data
+
+
+def hide_plumbing(path: Path) -> int:
+    """Tag the parameters cells of an executed notebook ``remove-cell`` (myst-nb leaves them
+    off the page); the number of cells tagged."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    n = 0
+    for cell in nb.get("cells", []):
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        if PLUMBING_TAGS & set(tags) and "remove-cell" not in tags:
+            tags.append("remove-cell")
+            n += 1
+    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return n
 
 
 def execute(root: Path, stage: Path, notebooks: list[Path], params: dict[str, str],
@@ -141,6 +161,8 @@ def execute(root: Path, stage: Path, notebooks: list[Path], params: dict[str, st
         t0 = time.perf_counter()
         rc = subprocess.call(cmd, cwd=root, env=env)
         times[str(nb)] = time.perf_counter() - t0
+        if out.exists():
+            hide_plumbing(out)
         if rc != 0:
             failed.append(str(nb))
             log(f"FAILED {nb} after {times[str(nb)]:.0f} s: the executed copy with the "
@@ -292,7 +314,16 @@ def external_references(html_dir: Path) -> list[str]:
 # ---------------------------------------------------------------------------------------
 
 
-def build(profile: str = "quick", data: str | None = None, results: str | None = None,
+def profiles():
+    """``lth_book.profiles``, the owner of the profile names and their results folders."""
+    if str(ROOT / "book") not in sys.path:  # lth_book without the editable install
+        sys.path.insert(0, str(ROOT / "book"))
+    from lth_book import profiles as module
+
+    return module
+
+
+def build(profile: str | None = None, data: str | None = None, results: str | None = None,
           device: str = "auto", out: str | Path = "_build", root: Path = ROOT,
           only: list[str] | None = None, keep_going: bool = False,
           npm_dir: str | Path | None = None, timeout: int | None = None,
@@ -302,11 +333,14 @@ def build(profile: str = "quick", data: str | None = None, results: str | None =
     out = Path(out)
     out = (out if out.is_absolute() else root / out).resolve()
     stage = out / "book-src"
-    if results is None:
-        # synthetic smoke records must not land among the committed results
-        results = "_build/results-smoke" if profile == "smoke" else "results"
-    results_path = Path(results)
-    results_path = results_path if results_path.is_absolute() else root / results_path
+    prof = profiles()
+    profile = profile or prof.DEFAULT_PROFILE
+    prof.get_profile(profile)  # unknown names fail here, naming the choices
+    if results is None:  # the profile's own folder (smoke's stays out of results/)
+        results_path = prof.default_results(profile)
+    else:
+        results_path = Path(results)
+        results_path = results_path if results_path.is_absolute() else root / results_path
     params = {"profile": profile, "results_dir": str(results_path), "device": device}
     data = data_parameter(data, root)
     if data is not None:
@@ -336,12 +370,13 @@ def build(profile: str = "quick", data: str | None = None, results: str | None =
 
 
 def main(argv: list[str] | None = None) -> int:
+    prof = profiles()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--profile", default="quick", choices=PROFILES)
+    p.add_argument("--profile", default=prof.DEFAULT_PROFILE, choices=list(prof.PROFILES))
     p.add_argument("--data", default=None,
                    help="data spec passed to the notebooks (default: the profile's own)")
     p.add_argument("--results", default=None,
-                   help="results folder (default: results; _build/results-smoke for smoke)")
+                   help="results folder (default: the profile's, see lth_book/profiles.py)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--out", default="_build", help="build folder (site in OUT/html)")
     p.add_argument("--only", nargs="*", help="execute only these chapters (by name)")

@@ -1,5 +1,6 @@
 """The executable book builds: every notebook of _toc.yml runs under the smoke profile and the
-site renders without referring to other hosts.
+site renders without referring to other hosts. Also the book's tables (lth_book.tables) and
+its setup call (lth_book.setup), which need no build.
 
 The book is built once per test session (fixture ``built_book``, shared with
 tests/test_book_site.py) through the entry point of ``make book PROFILE=smoke``
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 import time
@@ -103,13 +105,56 @@ def test_toc_lists_existing_chapters():
     assert len(set(DOCS)) == len(DOCS), f"a chapter is listed twice: {DOCS}"
 
 
+def _tags(cell) -> list[str]:
+    return cell.get("metadata", {}).get("tags", [])
+
+
 @pytest.mark.parametrize("nb", NOTEBOOKS)
 def test_committed_notebook_has_no_outputs_and_a_parameters_cell(nb):
     cells = read_nb(ROOT / nb)["cells"]
     with_outputs = [i for i, c in enumerate(cells) if c["cell_type"] == "code" and c["outputs"]]
     assert not with_outputs, f"{nb} is committed with outputs in cells {with_outputs}"
-    tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    tagged = [c for c in cells if "parameters" in _tags(c)]
     assert len(tagged) == 1, f"{nb} needs exactly one code cell tagged 'parameters'"
+    assert "remove-cell" in _tags(tagged[0]), f"{nb}: the parameters cell must stay off the page"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS)
+def test_setup_is_one_call_off_the_page(nb):
+    """Right after the parameters: one short cell, left off the page, calling lth_book.setup."""
+    cells = read_nb(ROOT / nb)["cells"]
+    i = next(i for i, c in enumerate(cells) if "parameters" in _tags(c))
+    setup = cells[i + 1]
+    assert setup["cell_type"] == "code" and "remove-cell" in _tags(setup), \
+        f"{nb}: the cell after the parameters must be the setup, tagged remove-cell"
+    lines = [ln for ln in setup["source"].splitlines() if ln.strip()]
+    assert lines[0] == "from lth_book.setup import chapter" or \
+        lines[0] == "from lth_book.setup import page", f"{nb}: setup is not lth_book.setup"
+    assert len(lines) <= 3, f"{nb}: the setup cell has {len(lines)} lines:\n{setup['source']}"
+    calls = [ln for ln in lines[1:] if "chapter(" in ln or "page(" in ln]
+    assert len(calls) == 1, f"{nb}: the setup is not one call"
+    # nothing else of the plumbing (ensure_results, rcParams, ...) is left in the chapter
+    for c in cells:
+        if c["cell_type"] == "code":
+            for word in ("ensure_results(", "results_to_show(", "rcParams", "REPO_ROOT"):
+                assert word not in c["source"], f"{nb}: {word} outside the setup call"
+
+
+SHOWS = re.compile(r"\b(ch|pg)\.(md|figure|table|slider|verdict)\(")
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS)
+def test_code_cells_are_tagged_for_the_page(nb):
+    """Every code cell says how the page shows it, except code meant for the reader."""
+    cells = read_nb(ROOT / nb)["cells"]
+    known = {"remove-cell", "remove-input", "hide-input", "parameters"}
+    for i, c in enumerate(cells):
+        if c["cell_type"] != "code":
+            continue
+        tags = set(_tags(c))
+        assert tags <= known | {"remove-output", "full-width"}, f"{nb} cell {i}: tags {tags}"
+        if SHOWS.search(c["source"]):  # writes the page: its code is plumbing
+            assert tags & known, f"{nb} cell {i} shows its plumbing:\n{c['source'][:300]}"
 
 
 def test_build_succeeds(built_book):
@@ -130,9 +175,15 @@ def test_notebook_executed_without_errors(built_book, nb):
     unexecuted = [i for i, c in enumerate(code) if c["source"].strip()
                   and c.get("execution_count") is None]
     assert not unexecuted, f"{nb}: code cells {unexecuted} were not executed"
+    leaked = [i for i, c in enumerate(code) if {"remove-input", "hide-input"} & set(_tags(c))
+              and any(o["output_type"] == "execute_result" and set(o["data"]) == {"text/plain"}
+                      for o in c["outputs"])]
+    assert not leaked, f"{nb}: code cells {leaked} print a bare value on the page"
     injected = [c for c in code if "injected-parameters" in c["metadata"].get("tags", [])]
     assert injected and 'profile = "smoke"' in injected[0]["source"], \
         f"{nb}: papermill did not inject profile = 'smoke'"
+    assert "remove-cell" in injected[0]["metadata"]["tags"], \
+        f"{nb}: the injected parameters are not left off the page"
 
 
 @pytest.mark.parametrize("doc", DOCS)
@@ -179,7 +230,7 @@ def test_chapters_prefer_a_larger_stored_set_and_show_your_run_beside(built_book
     import json
     import shutil
 
-    from lth_book.profiles import ensure_results
+    from lth_book.profiles import ensure_results, get_profile
 
     params = json.loads((built_book.out / "book-build.json").read_text())["params"]
     if params["profile"] != "smoke":
@@ -187,7 +238,8 @@ def test_chapters_prefer_a_larger_stored_set_and_show_your_run_beside(built_book
     own = Path(params["results_dir"])
     bigger = tmp_path / "stored" / "bigger"
     shutil.copytree(own / "lenet5", bigger / "lenet5")
-    ensure_results("smoke", results=bigger, runs=4, device="cpu")  # one run more than yours
+    runs = get_profile("smoke").runs + 1  # one run more than yours
+    ensure_results("smoke", results=bigger, archs=["lenet5"], runs=runs, device="cpu")
     out = tmp_path / "summary.ipynb"
     cmd = [sys.executable, "-m", "papermill", str(ROOT / "book" / "summary.ipynb"), str(out),
            "--kernel", "python3", "--cwd", str(ROOT / "book"), "--no-progress-bar",
@@ -201,3 +253,142 @@ def test_chapters_prefer_a_larger_stored_set_and_show_your_run_beside(built_book
     assert "a larger budget than your run" in text and "bigger" in text
     assert "your run" in text and "shown" in text  # the side-by-side Table 2
     assert "Every architecture above is your own run" not in text
+
+
+# -- the build asks lth_book.profiles -----------------------------------------------------
+
+
+def test_build_takes_profiles_and_folders_from_lth_book_profiles():
+    prof = book_build.profiles()
+    assert prof.DEFAULT_PROFILE in prof.PROFILES
+    assert prof.default_results("smoke") == ROOT / "_build" / "results-smoke"
+    assert prof.default_results("quick") == ROOT / "results"
+    with pytest.raises(SystemExit):  # argparse refuses an unknown profile
+        book_build.main(["--profile", "nonesuch"])
+
+
+def test_smoke_profile_covers_every_architecture():
+    from lth_book.profiles import get_profile
+    from lth_core.models import ARCHITECTURES
+
+    smoke = get_profile("smoke")
+    assert smoke.archs == list(ARCHITECTURES) and smoke.data.startswith("synthetic")
+
+
+def test_hide_plumbing_tags_injected_and_parameters_cells(tmp_path):
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    nb = new_notebook(cells=[new_code_cell("a = 1", metadata={"tags": ["parameters"]}),
+                             new_code_cell("a = 2", metadata={"tags": ["injected-parameters"]}),
+                             new_code_cell("print(a)")])
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    assert book_build.hide_plumbing(path) == 2
+    cells = read_nb(path)["cells"]
+    assert [("remove-cell" in _tags(c)) for c in cells] == [True, True, False]
+    assert book_build.hide_plumbing(path) == 0  # idempotent
+
+
+# -- lth_book.tables: the paper's units and digits ----------------------------------------
+
+DECIMALS = re.compile(r"\d\.\d{4,}")
+
+
+def test_number_formats():
+    from lth_book import tables
+
+    assert tables.num(69.5949) == "69.59" and tables.num(0.003) == "0.003"
+    assert tables.num(-0.0001) == "0.000" and tables.num(float("nan")) == "n/a"
+    assert tables.num(1.23456, digits=5) == "1.235"  # never more than 3 decimals
+    assert tables.pm(67.921, 0.958) == "67.92 ± 0.96"
+    assert tables.pct(71.428) == "71 %"
+    assert tables.params(62_006) == "62K" and tables.params(3_599_686) == "3.60M"
+    assert tables.ci(0.29, 0.96, lambda v: tables.pct(100 * v)) == "29 % to 96 %"
+
+
+def _fake_records(archs, runs=4, stages=3, seed=0):
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for arch in archs:
+        for run in range(runs):
+            for stage in range(stages):
+                acc = 70 + rng.normal(0, 1)
+                rows.append(dict(arch=arch, run=run, stage=stage, density=0.84**stage,
+                                 val_acc=acc, test_acc=acc, traj_len=10 + rng.normal(),
+                                 traj_len_2d=5 + rng.normal()))
+    return pd.DataFrame(rows)
+
+
+def test_table2_keeps_every_architecture_three_rows_each_and_marks():
+    from lth_book import tables
+    from lth_book.paper import PAPER_NAMES
+    from lth_core.analysis.metrics import table2
+
+    ours = table2(_fake_records(["resnet18", "lenet5"]))
+    cells, marks = tables.table2(ours)
+    assert len(cells) == 21  # 7 architectures x (Dense, Best Sparse, Sparsest Matching)
+    labels = list(dict.fromkeys(cells.index.get_level_values(0)))
+    assert labels[0] == "LeNet-5" and labels[-1] == "ResNet18"  # by size
+    assert labels[1] == f"PNASNet-A ({tables.NOT_COMPUTED})"
+    assert all(any(n in lab for lab in labels) for n in PAPER_NAMES.values())
+    assert set(cells.columns.get_level_values(1)) == {"ours", "paper"}
+    assert list(dict.fromkeys(cells.columns.get_level_values(0))) == [
+        "Trajectory Length", "Trajectory Length Gain %", "Test Accuracy", "Accuracy Gain %",
+        "Success Rate", "LTS Score"]  # the paper's columns
+    # ours far from the paper's LeNet-5 accuracy (70 vs 67.92 ± 0.96): marked
+    acc, dense = ("Test Accuracy", "ours"), ("LeNet-5", "Dense")
+    assert marks.loc[dense, acc] and tables.MARK in cells.loc[dense, acc]
+    assert not marks.loc[:, [c for c in cells.columns if c[1] == "paper"]].to_numpy().any()
+    text = tables.html_table(tables.table2_html(ours))
+    assert not DECIMALS.search(text.split("</style>")[-1])
+    assert 'class="lth-table lth-table2"' in text
+
+
+def test_table1_marks_the_counts_that_differ_from_the_paper():
+    from lth_book import tables
+
+    t1 = tables.table1()
+    assert list(t1["Name"])[:2] == ["LeNet-5", "PNASNet-A"] and len(t1) == 7
+    marked = set(t1.loc[t1["mark"] != "", "Name"])
+    assert "LeNet-5" in marked and "ResNet18" not in marked
+
+
+def test_styled_tables_show_at_most_three_decimals():
+    import pandas as pd
+
+    from lth_book import tables
+
+    df = pd.DataFrame({"a": [1.234567, 0.0001234], "n": [3, 50_000], "ok": [True, False]})
+    html = tables.html_table(tables.styled(df, digits=5))
+    body = html.split("</style>")[-1]
+    assert not DECIMALS.search(body) and "50,000" in body and "yes" in body
+
+
+def test_rank_trend_exact_permutation_p():
+    from lth_book import tables
+    from lth_core.models import ARCHITECTURES
+
+    falling = {a: 7.0 - i for i, a in enumerate(ARCHITECTURES)}
+    t = tables.rank_trend(falling)
+    assert t["rho"] == pytest.approx(-1.0) and t["p"] == pytest.approx(1 / 5040)
+    assert tables.rank_trend({"lenet5": 1.0, "resnet18": 0.5})["n"] == 2  # too few: NaN
+    assert tables.rank_trend({"lenet5": 1.0, "resnet18": 0.5})["rho"] != -1
+
+
+def test_findings_give_every_claim_a_verdict():
+    from lth_book import tables
+
+    f = tables.findings(_fake_records(["lenet5", "pnasnet_a", "resnet32", "resnet18"]))
+    assert list(f["id"]) == list(tables.CLAIMS)
+    assert set(f["verdict"]) <= set(tables.VERDICTS)
+    assert (f["paper"].str.len() > 0).all() and (f["ours"].str.len() > 0).all()
+    assert f["scope"].iloc[0] == "4 of 7"
+    one = tables.findings(_fake_records(["lenet5"]))
+    trends = one.set_index("id").loc[["difficulty", "a", "lts"], "verdict"]
+    assert (trends == tables.NOT_COMPUTED).all()  # a trend needs 3 architectures
+    html = tables.html_table(tables.findings_html(f))
+    assert html.count("lth-verdict-") >= len(f) and 'href="quality.html"' in html

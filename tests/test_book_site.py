@@ -3,14 +3,18 @@ the site served on 127.0.0.1.
 
 Every chapter loads without a failed request and without asking any other host; chapters
 show figures; math is typeset by the local MathJax; stored widgets are rendered by the
-local ipywidgets HTML manager; the static stage sliders switch frames. Screenshots go to
-_build/screenshots/. Skipped when /usr/bin/chromium is absent (apt-get install chromium).
+local ipywidgets HTML manager; the static stage sliders switch frames. What a reader sees:
+no parameters or setup code, a numbered caption under every figure, no table cell with more
+than 3 decimals, every claim of the paper with a verdict on the findings page, and Table 2
+with all seven architectures. Screenshots go to _build/screenshots/. Skipped when
+/usr/bin/chromium is absent (apt-get install chromium).
 """
 
 from __future__ import annotations
 
 import functools
 import http.server
+import re
 import threading
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -184,3 +188,111 @@ def test_math_renders_somewhere(browser, site_url):
         finally:
             visit.close()
     pytest.fail("no chapter has math")
+
+
+# -- what a reader sees -------------------------------------------------------------------
+
+# Text of the parameters cell, papermill's injected cell and the setup call
+PLUMBING = ["Parameters (papermill", "# Parameters", "injected", "prefer_stored",
+            "stored_results", "from lth_book.setup import", "ch = chapter(", "pg = page(",
+            "ensure_results(", "results_to_show(", "rcParams"]
+DECIMALS = re.compile(r"\d\.\d{4,}")
+
+_FIGURES_JS = """
+() => Array.from(document.querySelectorAll('article img')).map(img => {
+  const fig = img.closest('figure');
+  const cap = fig ? fig.querySelector('figcaption') : null;
+  return {src: (img.getAttribute('src') || '').slice(0, 60),
+          caption: cap ? cap.textContent.trim() : null};
+})
+"""
+
+_CELLS_JS = """
+() => Array.from(document.querySelectorAll('article table td, article table th'))
+  .map(c => c.innerText.trim())
+"""
+
+
+@pytest.fixture(scope="module")
+def pages(browser, site_url):
+    """Each chapter's visible text, figures and table cells, read once."""
+    out = {}
+    for doc in DOCS:
+        visit = PageVisit(browser, f"{site_url}/{doc}.html")
+        try:
+            page = visit.page
+            out[doc] = {"text": page.locator("article").inner_text(),
+                        "figures": page.evaluate(_FIGURES_JS),
+                        "cells": page.evaluate(_CELLS_JS)}
+        finally:
+            visit.close()
+    return out
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_no_parameters_or_setup_code_on_the_page(pages, doc):
+    text = pages[doc]["text"]
+    shown = [p for p in PLUMBING if p in text]
+    assert not shown, f"{doc}: plumbing visible on the page: {shown}"
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_every_figure_has_a_numbered_caption(pages, doc):
+    figures = pages[doc]["figures"]
+    missing = [f["src"] for f in figures if not (f["caption"] or "").startswith("Figure ")]
+    assert not missing, f"{doc}: {len(missing)} of {len(figures)} images without a caption"
+    numbers = [int(re.match(r"Figure (\d+)", f["caption"]).group(1)) for f in figures]
+    distinct = list(dict.fromkeys(numbers))  # a slider's frames share their figure's number
+    assert distinct == list(range(1, len(distinct) + 1)), f"{doc}: figures numbered {distinct}"
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_no_table_cell_shows_more_than_three_decimals(pages, doc):
+    bad = [c for c in pages[doc]["cells"] if DECIMALS.search(c)]
+    assert not bad, f"{doc}: table cells with more than 3 decimals: {bad[:10]}"
+
+
+def _doc(name: str) -> str:
+    matches = [d for d in DOCS if d.endswith(name)]
+    if not matches:
+        pytest.fail(f"no {name} page in _toc.yml")
+    return matches[0]
+
+
+def test_findings_page_lists_every_claim_with_a_verdict(browser, site_url):
+    from lth_book.tables import CLAIMS, VERDICTS
+
+    doc = _doc("findings")
+    assert DOCS.index(doc) == 1, "the findings page comes right after the introduction"
+    visit = PageVisit(browser, f"{site_url}/{doc}.html")
+    try:
+        rows = visit.page.evaluate("""
+() => Array.from(document.querySelectorAll('article table.lth-findings tbody tr')).map(
+  tr => ({text: tr.innerText,
+          verdict: (tr.querySelector('.lth-verdict') || {}).textContent || null,
+          link: (tr.querySelector('a') || {}).href || null}))
+""")
+    finally:
+        visit.close()
+    assert len(rows) == len(CLAIMS), f"{len(rows)} rows for {len(CLAIMS)} claims"
+    for (where, claim), row in zip(CLAIMS.values(), rows, strict=True):
+        assert where in row["text"] and claim in row["text"], row["text"][:200]
+        assert row["verdict"] in VERDICTS, f"{claim}: verdict {row['verdict']!r}"
+        assert row["link"] and row["link"].endswith(".html"), f"{claim}: no chapter link"
+
+
+def test_table2_shows_all_seven_architectures(browser, site_url):
+    from lth_book.paper import PAPER_NAMES
+
+    visit = PageVisit(browser, f"{site_url}/{_doc('summary')}.html")
+    try:
+        table = visit.page.locator("article table.lth-table2")
+        assert table.count() == 1, "the summary shows Table 2 once"
+        heads = table.locator("tbody th").all_inner_texts()
+    finally:
+        visit.close()
+    for name in PAPER_NAMES.values():
+        rows = [h for h in heads if h.startswith(name)]
+        assert rows, f"Table 2 has no row for {name}"
+    types = [h for h in heads if h in ("Dense", "Best Sparse", "Sparsest Matching")]
+    assert len(types) == 3 * len(PAPER_NAMES), "three rows per architecture"

@@ -64,6 +64,27 @@ def test_bar_figures_with_ci_and_paper(results):
     assert len(_bars(fig)[0]) == 7
 
 
+def test_bar_figures_can_span_every_architecture_of_the_paper(results):
+    """Ours where computed, the paper's seven on the axis (a bar-less slot where not)."""
+    ours = table2(results[results["arch"] == "lenet5"])
+    fig = plots.fig_lts(ours, paper=paper_table2(), all_paper=True)
+    assert _labels(fig)[0] == "LeNet-5" and len(_labels(fig)) == 7
+    heights = [b.get_height() for b in _bars(fig)[0]]
+    assert np.isfinite(heights[0]) and np.isnan(heights[1:]).all()
+    marks = [ln for ln in fig.axes[0].lines if ln.get_label() == "paper"]
+    assert len(marks[0].get_xdata()) == 7
+    fig = plots.fig_test_accuracy(table2(results), paper=paper_table2())
+    assert len(_bars(fig)[0]) == 3
+
+
+def test_by_size_orders_paper_and_width_names():
+    from lth_core.models import by_size
+
+    assert by_size(["resnet18", "lenet5-w2", "x", "lenet5", "lenet5-w0.25", "lenet5"]) == [
+        "lenet5-w0.25", "lenet5", "lenet5-w2", "resnet18", "x"]
+    assert by_size(["lenet5-w3", "pnasnet_a"]) == ["pnasnet_a", "lenet5-w3"]  # built, counted
+
+
 def test_fig_tl_gain(results):
     bars = _bars(plots.fig_tl_gain(table2(results)))
     assert [len(b) for b in bars] == [3, 3]
@@ -87,6 +108,13 @@ def test_fig_accuracy_by_stage(results):
     ax = plots.fig_accuracy_by_stage(results[results["arch"] == "lenet5"], stage=2).axes[0]
     assert len(ax.lines) == 4 + 2
     assert any(ln.get_label() == "stage 2" for ln in ax.lines)
+
+
+def test_fig_accuracy_by_stage_grid(results):
+    fig = plots.fig_accuracy_by_stage_grid(results, stage=1)
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in shown] == ["LeNet-5", "PNASNet-A", "ResNet18"]
+    assert all(len(ax.lines) == 4 + 2 for ax in shown)  # runs, dense mean, stage marker
 
 
 def test_fig_hidden_arcs():
@@ -114,7 +142,22 @@ def test_layer_sparsity_and_figure():
     overall = per_layer.groupby("stage").apply(
         lambda g: (g["density"] * g["n_weights"]).sum() / g["n_weights"].sum())
     np.testing.assert_allclose(overall, [1.0, 0.8, 0.64], atol=1e-4)
-    assert len(plots.fig_layer_sparsity(per_layer).axes[0].lines) == 3
+    fig = plots.fig_layer_sparsity(per_layer)
+    assert len(fig.axes[0].lines) == 3
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()][0] == "conv1.0"
+
+
+def test_layer_sparsity_figure_stays_readable_with_many_layers():
+    """PNASNet-B (84 layers) in a page-wide figure: markers, no 84 tick labels, and the
+    last stage's density against layer size beside."""
+    per_layer = plots.layer_sparsity("pnasnet_b", stages=3, prune_rate=0.16)
+    fig = plots.fig_layer_sparsity(per_layer, title="PNASNet-B")
+    width, height = fig.get_size_inches()
+    assert width <= 9.0 and height >= 3.0
+    left, right = fig.axes
+    assert len(left.get_xticklabels()) < 20
+    assert all(ln.get_linestyle() == "None" for ln in left.lines)  # markers only
+    assert len(right.collections[0].get_offsets()) == per_layer["layer"].nunique()
 
 
 def test_png_base64_and_static_slider():

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from conftest import tiny_config
 
-from lth_book.sources import best_available, find_result_sets, largest_dense_set
+from lth_book.sources import best_available, find_result_sets, is_synthetic, largest_dense_set
 from lth_core import build, load_results, ticket_search
 
 CFG = tiny_config(stages=2)
@@ -39,6 +39,21 @@ def test_finds_every_set_with_its_complete_runs(stored):
     assert sets["gpu"].complete_runs(2) == [0, 1, 2]
     assert sets["dense"].complete_runs(2) == [] and len(sets["dense"].runs) == 5
     assert all(s.synthetic for s in sets.values())
+
+
+def test_synthetic_data_is_told_by_one_function(stored):
+    assert is_synthetic("synthetic") and is_synthetic("synthetic:48:24")
+    assert not is_synthetic("cifar10") and not is_synthetic("cifar10-jpeg")
+    assert all(s.synthetic for s in find_result_sets(stored))
+
+
+def test_result_sets_count_the_stages_the_store_reads(stored, tmp_path):
+    """A corrupt record ends a run's stored stages where the store stops reading."""
+    shutil.copytree(stored / "gpu", tmp_path / "gpu")
+    (tmp_path / "gpu" / "lenet5" / "run-001" / "stage-1.json").write_text("{not json")
+    with pytest.warns(UserWarning, match="corrupt"):
+        (s,) = find_result_sets(tmp_path, "lenet5")
+    assert s.runs == {0: 2, 1: 1, 2: 2} and s.complete_runs(2) == [0, 2]
 
 
 def test_larger_same_setup_set_is_shown_and_labelled(stored):
@@ -110,5 +125,5 @@ def test_a_profile_refuses_a_complete_folder_of_another_setup(stored):
     from lth_core.store import StoreError
 
     # "own" is complete for its 2 runs, but of the tiny recipe, not the smoke profile's
-    with pytest.raises(StoreError, match=r"another setup \(arc_points: 64 there, 128 now\)"):
-        ensure_results("smoke", results=stored / "own", runs=2, stages=2)
+    with pytest.raises(StoreError, match=r"another setup \(arc_pairs: 2 there, 1 now\)"):
+        ensure_results("smoke", results=stored / "own", archs=["lenet5"], runs=2, stages=2)

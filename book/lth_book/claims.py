@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from lth_core.analysis.metrics import run_summary, table2
-from lth_core.models import PARAM_COUNTS
+from lth_core.models import by_size
 
 
 def _rng(seed: int, arch: str) -> np.random.Generator:
@@ -30,9 +30,8 @@ def _rng(seed: int, arch: str) -> np.random.Generator:
 
 
 def _order(archs) -> list[str]:
-    """Architectures by parameter count (unknown ones last, in their order)."""
-    archs = list(dict.fromkeys(archs))
-    return sorted(archs, key=lambda a: (a not in PARAM_COUNTS, PARAM_COUNTS.get(a, 0)))
+    """Architectures by parameter count (``lth_core.models.by_size``), each once."""
+    return by_size(list(dict.fromkeys(archs)))
 
 
 # -- exact distributions (no scipy) ----------------------------------------------------------
@@ -443,7 +442,9 @@ def _p_a_gain(a_gain: float, sd: float, mu: float, n_runs: int, stages: int, mod
     experiments of ``n_runs`` noise-only runs. With sigma ``estimated`` from the same dense
     runs, each experiment's mean gain is divided by its own dense std (the gains scale with
     sigma, so the ratio does not depend on the unknown true sigma), and so is ``a_gain``:
-    the estimate's own uncertainty is in the p-value."""
+    the estimate's own uncertainty is in the p-value. Undefined (NaN) without spread."""
+    if not (np.isfinite(sd) and sd > 0):
+        return float("nan")
     dense = mu + sd * rng.standard_normal((n_rep, n_runs, 1))
     noise = sd * rng.standard_normal((n_rep, n_runs, stages - 1))
     sparse = mu + noise if mode == "exchangeable" else dense + noise

@@ -26,12 +26,23 @@ def stage_frames(draw: Callable[[int], Figure], stages: list[int]) -> list[str]:
 
 
 def stage_slider(draw: Callable[[int], Figure], stages: list[int], title: str,
-                 slider_id: str, widget: bool = True):
-    """Display the static slider (for the HTML book) and, when asked, the live widget."""
+                 slider_id: str, widget: bool = True, caption: str | None = None):
+    """Display the static slider (for the HTML book) and, when asked, the live widget.
+
+    With ``caption`` the slider is a captioned ``<figure>`` ("Figure N: ..." under it).
+    """
+    import html
+
     from IPython.display import HTML, display
 
     labels = [f"stage {k}" + (" (dense)" if k == 0 else "") for k in stages]
-    display(HTML(static_stage_slider(stage_frames(draw, stages), labels, title, slider_id)))
+    slider = static_stage_slider(stage_frames(draw, stages), labels, title, slider_id,
+                                 show_title=not caption)
+    if caption:
+        slider = (f'<figure class="lth-figure" style="margin: 1em 0;">{slider}'
+                  f'<figcaption style="font-size: 0.92em; margin-top: 0.3em;">'
+                  f"{html.escape(caption)}</figcaption></figure>")
+    display(HTML(slider))
     if widget:
         box = widget_stage_slider(draw, stages)
         display(box[0] if isinstance(box, tuple) else box)

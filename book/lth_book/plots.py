@@ -26,17 +26,14 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from lth_core.models import PARAM_COUNTS, build
+from lth_core.analysis.metrics import LABELS
+from lth_core.models import build, by_size
 from lth_core.pruning import PRUNERS, lamp_scores, prunable_weights
 
 from .paper import PAPER_NAMES
 
-SMALL = (5.0, 3.0)
-
-
-def _order(archs) -> list[str]:
-    archs = list(dict.fromkeys(archs))
-    return sorted(archs, key=lambda a: (a not in PARAM_COUNTS, PARAM_COUNTS.get(a, 0)))
+# readable at the width of a book page (about 700 px at the book's 110 dpi)
+SMALL = (6.4, 3.6)
 
 
 def _name(arch: str) -> str:
@@ -55,20 +52,25 @@ def _arch_axis(ax: Axes, archs: list[str]) -> None:
 
 def _yerr(table: pd.DataFrame, archs: list[str], col: str, std: str | None):
     """Asymmetric CI bars from <col>_lo/_hi when present, else +-std, else none."""
-    if f"{col}_lo" in table.columns:
-        v, lo, hi = (table.loc[archs, c].to_numpy(float) for c in (col, f"{col}_lo", f"{col}_hi"))
-        return np.vstack([v - lo, hi - v])
-    if std is not None and std in table.columns:
-        return table.loc[archs, std].to_numpy(float)
+    t = table.reindex(archs)
+    if f"{col}_lo" in t.columns:
+        v, lo, hi = (t[c].to_numpy(float) for c in (col, f"{col}_lo", f"{col}_hi"))
+        return np.clip(np.vstack([v - lo, hi - v]), 0, None)
+    if std is not None and std in t.columns:
+        return t[std].to_numpy(float)
     return None
 
 
 def _bar_figure(table: pd.DataFrame, col: str, ylabel: str, title: str, std: str | None = None,
-                paper: pd.DataFrame | None = None, paper_col: str | None = None) -> Figure:
-    archs = _order(table.index)
+                paper: pd.DataFrame | None = None, paper_col: str | None = None,
+                all_paper: bool = False) -> Figure:
+    """Bars of ours per architecture (by size), the paper's printed values as red diamonds;
+    ``all_paper``: every architecture of the paper on the axis, with or without a bar."""
+    names = list(table.index) + (list(paper.index) if all_paper and paper is not None else [])
+    archs = by_size(names)
     fig, ax = _figure()
     x = np.arange(len(archs))
-    ax.bar(x, table.loc[archs, col].to_numpy(float), yerr=_yerr(table, archs, col, std),
+    ax.bar(x, table[col].reindex(archs).to_numpy(float), yerr=_yerr(table, archs, col, std),
            capsize=3, color="tab:blue", label="ours")
     if paper is not None:
         shown = [a for a in archs if a in paper.index]
@@ -82,9 +84,11 @@ def _bar_figure(table: pd.DataFrame, col: str, ylabel: str, title: str, std: str
     return fig
 
 
-def fig_success_rate(table: pd.DataFrame, paper: pd.DataFrame | None = None) -> Figure:
-    """Fig. 2: success rate (%) per architecture."""
-    fig = _bar_figure(table, "sr", "success rate (%)", "Ticket search success rate", paper=paper)
+def fig_success_rate(table: pd.DataFrame, paper: pd.DataFrame | None = None,
+                     all_paper: bool = False) -> Figure:
+    """Fig. 2: success rate (%) per architecture (CI bars from a `bootstrap_ci` table)."""
+    fig = _bar_figure(table, "sr", "success rate (%)", "Ticket search success rate", paper=paper,
+                      all_paper=all_paper)
     fig.axes[0].set_ylim(0, 105)
     return fig
 
@@ -96,21 +100,36 @@ def _gain_col(table: pd.DataFrame) -> tuple[str, str]:
     return "a_gain", "a_gain_std"
 
 
-def fig_accuracy_gain(table: pd.DataFrame, paper: pd.DataFrame | None = None) -> Figure:
+def fig_accuracy_gain(table: pd.DataFrame, paper: pd.DataFrame | None = None,
+                      all_paper: bool = False) -> Figure:
     """Fig. 3: Best Sparse A_gain (%) over successful runs, +-std (or CI) error bars."""
     col, std = _gain_col(table)
     return _bar_figure(table, col, "accuracy gain (%)", "Best Sparse accuracy gain", std=std,
-                       paper=paper, paper_col="best_sparse_a_gain_mean")
+                       paper=paper, paper_col="best_sparse_a_gain_mean", all_paper=all_paper)
 
 
-def fig_lts(table: pd.DataFrame, paper: pd.DataFrame | None = None) -> Figure:
+def fig_lts(table: pd.DataFrame, paper: pd.DataFrame | None = None,
+            all_paper: bool = False) -> Figure:
     """Fig. 4: LTS score per architecture (ours: A_gain x SR/100, the printed definition)."""
-    return _bar_figure(table, "lts", "LTS score", "Lottery ticket search score", paper=paper)
+    return _bar_figure(table, "lts", "LTS score", "Lottery ticket search score", paper=paper,
+                       all_paper=all_paper)
+
+
+def fig_test_accuracy(table: pd.DataFrame, paper: pd.DataFrame | None = None,
+                      kind: str = "dense", all_paper: bool = False) -> Figure:
+    """Mean test accuracy (%) of one model kind of a `metrics.table2`, +-std bars."""
+    col = f"{kind}_test_acc_mean"
+    fig = _bar_figure(table, col, "test accuracy (%)", f"{LABELS[kind]} test accuracy",
+                      std=f"{kind}_test_acc_std", paper=paper, all_paper=all_paper)
+    values = [v for t in (table, paper) if t is not None for v in t[col].dropna()]
+    if values:
+        fig.axes[0].set_ylim(max(0.0, min(values) - 10), min(100.0, max(values) + 5))
+    return fig
 
 
 def fig_tl_gain(table: pd.DataFrame) -> Figure:
     """Fig. 5: TL_gain (%) of Best Sparse vs Sparsest Matching, side by side, +-std."""
-    archs = _order(table.index)
+    archs = by_size(table.index)
     fig, ax = _figure()
     x = np.arange(len(archs))
     for i, (kind, label) in enumerate([("best_sparse", "Best Sparse"),
@@ -129,7 +148,7 @@ def fig_tl_gain(table: pd.DataFrame) -> Figure:
 def fig_tl_by_stage(tl_by_stage: pd.DataFrame, stage: int | None = None) -> Figure:
     """Fig. 6: mean TL_gain (%) vs pruning stage, one line per arch; `stage` is marked."""
     fig, ax = _figure()
-    for arch in _order(tl_by_stage["arch"]):
+    for arch in by_size(tl_by_stage["arch"]):
         g = tl_by_stage[tl_by_stage["arch"] == arch].sort_values("stage")
         (line,) = ax.plot(g["stage"], g["tl_gain_mean"], "o-", markersize=3, label=_name(arch))
         if stage is not None:
@@ -142,8 +161,25 @@ def fig_tl_by_stage(tl_by_stage: pd.DataFrame, stage: int | None = None) -> Figu
     ax.set_xlabel("pruning stage")
     ax.set_ylabel("trajectory length gain (%)")
     ax.set_title("Trajectory length gain through the stages")
-    ax.legend(fontsize="x-small")
+    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
     return fig
+
+
+def _accuracy_panel(ax: Axes, d: pd.DataFrame, stage: int | None, legend: bool) -> None:
+    for _, g in d.groupby("run"):
+        g = g.sort_values("stage")
+        ax.plot(g["stage"], g["test_acc"], "-", color="tab:blue", alpha=0.4, linewidth=1)
+        dense = g.loc[g["stage"] == 0, "test_acc"]
+        if len(dense):
+            won = g[(g["stage"] >= 1) & (g["test_acc"] >= dense.iloc[0])]
+            ax.scatter(won["stage"], won["test_acc"], s=12, color="tab:green", zorder=3)
+    ax.axhline(d.loc[d["stage"] == 0, "test_acc"].mean(), color="black", linestyle="--",
+               linewidth=1, label="dense (mean)")
+    if stage is not None:
+        ax.axvline(stage, color="tab:red", linestyle=":", linewidth=1.5, label=f"stage {stage}")
+    ax.set_xticks(sorted(d["stage"].unique()))
+    if legend:
+        ax.legend(fontsize="small")
 
 
 def fig_accuracy_by_stage(df: pd.DataFrame, stage: int | None = None,
@@ -157,24 +193,30 @@ def fig_accuracy_by_stage(df: pd.DataFrame, stage: int | None = None,
     if arch is None and len(archs) > 1:
         raise ValueError(f"df holds several architectures ({', '.join(archs)}); pass arch=")
     arch = arch or archs[0]
-    d = df[df["arch"] == arch]
     fig, ax = _figure()
-    for _, g in d.groupby("run"):
-        g = g.sort_values("stage")
-        ax.plot(g["stage"], g["test_acc"], "-", color="tab:blue", alpha=0.4, linewidth=1)
-        dense = g.loc[g["stage"] == 0, "test_acc"]
-        if len(dense):
-            won = g[(g["stage"] >= 1) & (g["test_acc"] >= dense.iloc[0])]
-            ax.scatter(won["stage"], won["test_acc"], s=12, color="tab:green", zorder=3)
-    ax.axhline(d.loc[d["stage"] == 0, "test_acc"].mean(), color="black", linestyle="--",
-               linewidth=1, label="dense (mean)")
-    if stage is not None:
-        ax.axvline(stage, color="tab:red", linestyle=":", linewidth=1.5, label=f"stage {stage}")
-    ax.set_xticks(sorted(d["stage"].unique()))
+    _accuracy_panel(ax, df[df["arch"] == arch], stage, legend=True)
     ax.set_xlabel("pruning stage")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"{_name(arch)}: test accuracy per run")
-    ax.legend(fontsize="small")
+    return fig
+
+
+def fig_accuracy_by_stage_grid(df: pd.DataFrame, stage: int | None = None) -> Figure:
+    """`fig_accuracy_by_stage` for every architecture of ``df``, one panel each, by size."""
+    archs = by_size(df["arch"])
+    if len(archs) == 1:
+        return fig_accuracy_by_stage(df, stage)
+    cols = min(len(archs), 4)
+    rows = -(-len(archs) // cols)
+    fig = Figure(figsize=(2.4 * cols + 0.6, 2.3 * rows + 0.4), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for i, (ax, arch) in enumerate(zip(axes, archs, strict=False)):
+        _accuracy_panel(ax, df[df["arch"] == arch], stage, legend=i == 0)
+        ax.set_title(_name(arch), fontsize="medium")
+    for ax in axes[len(archs):]:
+        ax.set_visible(False)
+    fig.supxlabel("pruning stage")
+    fig.supylabel("test accuracy (%)")
     return fig
 
 
@@ -249,20 +291,36 @@ def layer_sparsity(model: nn.Module | str, stages: int, prune_rate: float,
 
 
 def fig_layer_sparsity(per_layer: pd.DataFrame, title: str = "") -> Figure:
-    """Per-layer density (from `layer_sparsity`), one line per stage, layers in model order."""
+    """Per-layer density (from `layer_sparsity`), readable for 5 layers as for 84.
+
+    Left: density of each layer (model order) at each stage, lines for up to 30 layers,
+    markers beyond. Right: the last stage's density against the layer's number of weights
+    (log scale), which is how LAMP allocates sparsity: large layers lose more.
+    """
     layers = per_layer.drop_duplicates("position").sort_values("position")
-    fig, ax = _figure((max(5.0, 0.25 * len(layers)), 3.0))
+    n = len(layers)
+    fig = Figure(figsize=(9.0, 3.6), layout="constrained")
+    left, right = fig.subplots(1, 2, width_ratios=[1.6, 1])
+    style = "o-" if n <= 30 else "o"
     for k, g in per_layer.groupby("stage"):
         g = g.sort_values("position")
-        ax.plot(g["position"], g["density"], "o-", markersize=3, label=f"stage {k}")
-    if len(layers) <= 30:
-        ax.set_xticks(layers["position"], layers["layer"], rotation=60, ha="right",
-                      fontsize="x-small")
-    ax.set_xlabel("layer")
-    ax.set_ylabel("density")
-    ax.set_ylim(0, 1.05)
-    ax.set_title(title or "Per-layer density by stage")
-    ax.legend(fontsize="x-small")
+        left.plot(g["position"] + 1, g["density"], style, markersize=3 if n > 30 else 4,
+                  linewidth=1, label=f"stage {k}")
+    if n <= 12:
+        left.set_xticks(layers["position"] + 1, layers["layer"], rotation=35, ha="right")
+        left.set_xlabel("layer")
+    else:
+        left.set_xlabel(f"layer (model order, 1 to {n})")
+    left.set_ylabel("share of weights kept")
+    left.set_ylim(0, 1.05)
+    left.legend(fontsize="small", ncols=2 if per_layer["stage"].nunique() > 3 else 1)
+    last = per_layer[per_layer["stage"] == per_layer["stage"].max()]
+    right.scatter(last["n_weights"], last["density"], s=14, color="tab:red")
+    right.set_xscale("log")
+    right.set_ylim(0, 1.05)
+    right.set_xlabel("weights in the layer (log scale)")
+    right.set_ylabel(f"kept at stage {int(last['stage'].iloc[0])}")
+    fig.suptitle(title or "Per-layer density by stage")
     return fig
 
 
@@ -302,13 +360,14 @@ _SLIDER_JS = """
 
 
 def static_stage_slider(frames: list[str], labels: list[str], title: str,
-                        slider_id: str) -> str:
+                        slider_id: str, show_title: bool = True) -> str:
     """Self-contained HTML: a range input that shows one of the base64 PNG `frames` at a time.
 
     No external scripts or styles, so it works in a static book page and offline. Each frame
     is one <img> with a data: URI (only the current one visible, the first without script).
     Stable hooks for browser tests: container `.lth-stage-slider#<slider_id>` (attribute
     data-stage = current index), `.lth-stage-input`, `.lth-stage-frame`, `.lth-stage-label`.
+    ``show_title=False``: the title only labels the input and frames (a caption says more).
     """
     if len(frames) != len(labels) or not frames:
         raise ValueError(f"need as many labels as frames (>= 1), got {len(frames)} frames "
@@ -322,10 +381,11 @@ def static_stage_slider(frames: list[str], labels: list[str], title: str,
         f'{"" if i == 0 else " hidden"} src="data:image/png;base64,{frame}">'
         for i, (frame, lab) in enumerate(zip(frames, labels, strict=True))
     )
+    head = (f'<div class="lth-stage-title"><strong>{esc(title)}</strong></div>\n'
+            if show_title else "")
     return (
         f'<div class="lth-stage-slider" id="{slider_id}" data-stage="0">\n'
-        f"<style>{_SLIDER_CSS.format(id=slider_id)}</style>\n"
-        f'<div class="lth-stage-title"><strong>{esc(title)}</strong></div>\n'
+        f"<style>{_SLIDER_CSS.format(id=slider_id)}</style>\n{head}"
         f'<div class="lth-stage-controls">'
         f'<input type="range" class="lth-stage-input" id="{slider_id}-input" min="0" '
         f'max="{len(frames) - 1}" step="1" value="0" aria-label="{esc(title)}">'

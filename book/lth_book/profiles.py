@@ -1,9 +1,11 @@
 """Experiment profiles of the book, and the one call its notebooks make to get results.
 
-``smoke`` runs in seconds on synthetic data (tests), ``quick`` is a real but small-budget
-experiment sized for a 2-core CPU, ``paper`` is the paper's full protocol (for GPUs).
-``ensure_results`` reads what a results folder holds and computes only what is missing,
-through the resumable search, so any chapter runs alone and chapters share runs.
+``smoke`` runs all seven architectures in seconds each on tiny synthetic data (tests),
+``quick`` is a real but small-budget experiment sized for a 2-core CPU, ``paper`` is the
+paper's full protocol (for GPUs). This module owns the profile names, the default profile,
+each profile's results folder and the shared data path; ``book/build.py`` and the Makefile
+ask it. ``ensure_results`` reads what a results folder holds and computes only what is
+missing, through the resumable search, so any chapter runs alone and chapters share runs.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import pandas as pd
 
 from lth_core.config import SearchConfig, default_train_config
 from lth_core.models import ARCHITECTURES, build
-from lth_core.store import load_results
+from lth_core.store import ResultsStore, load_results
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# The JPEG copy of CIFAR-10 beside the checkout (machines without internet)
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+DEFAULT_PROFILE = "quick"
 
 
 @dataclass
@@ -36,16 +40,22 @@ class Profile:
     search_overrides: dict[str, Any] = field(default_factory=dict)
     baseline_archs: list[str] = field(default_factory=list)
     baseline_runs: int = 0
+    results: str = "results"  # default results folder, relative to the repository
+    workers: int | None = None  # CPU processes training runs (None: one per core)
     note: str = ""
 
 
 PROFILES: dict[str, Profile] = {
+    # every architecture, 2 runs x K = 2 of one epoch on 40 synthetic images: seconds each
+    # (PNASNet and ResNet18 the slowest), in this process (starting worker processes for
+    # every architecture would cost more than the runs); records stay out of results/
     "smoke": Profile(
-        "smoke", ["lenet5"], runs=3, stages=3, data="synthetic",
-        train_overrides={"max_epochs": 2, "patience": 2, "batch_size": 64},
-        search_overrides={"arc_pairs": 2, "arc_points": 128, "hidden_arc_points": 48},
-        baseline_archs=["lenet5"], baseline_runs=2,
-        note="synthetic data, 2 epochs per stage: tests the machinery, measures nothing"),
+        "smoke", list(ARCHITECTURES), runs=2, stages=2, data="synthetic:48:24",
+        train_overrides={"max_epochs": 1, "patience": 1, "batch_size": 64},
+        search_overrides={"arc_pairs": 1, "arc_points": 16, "hidden_arc_points": 8},
+        baseline_archs=["lenet5"], baseline_runs=2, results="_build/results-smoke", workers=1,
+        note="tiny synthetic data, one epoch per stage: tests the machinery, measures "
+             "nothing"),
     "quick": Profile(
         "quick", ["lenet5"], runs=3, baseline_archs=["lenet5"], baseline_runs=3,
         note="real CIFAR-10, LeNet-5 only, 3 runs (and 3 each with magnitude and random "
@@ -57,9 +67,17 @@ PROFILES: dict[str, Profile] = {
 
 
 def get_profile(name: str) -> Profile:
+    """The profile called ``name`` (ValueError naming the choices otherwise)."""
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; choose from: {', '.join(PROFILES)}")
     return PROFILES[name]
+
+
+def default_results(profile: str | Profile) -> Path:
+    """The results folder a profile uses by default (absolute)."""
+    prof = get_profile(profile) if isinstance(profile, str) else profile
+    path = Path(prof.results)
+    return path if path.is_absolute() else REPO_ROOT / path
 
 
 def resolve_data(spec: str | None, profile: Profile) -> str:
@@ -83,8 +101,8 @@ def results_dir(root: str | os.PathLike, pruner: str = "lamp") -> Path:
 
 
 def _complete(root: Path, arch: str, runs: int, stages: int) -> bool:
-    return all((root / arch / f"run-{r:03d}" / f"stage-{k}.json").exists()
-               for r in range(runs) for k in range(stages))
+    store = ResultsStore(root)
+    return all(store.recorded_stages(arch, r, stages) == stages for r in range(runs))
 
 
 def _check_setup(root: Path, arch: str, cfg: SearchConfig) -> None:
@@ -123,7 +141,8 @@ def ensure_results(
     Data is loaded only when something has to be computed, so a book built from stored
     results needs no data set. On a CPU, missing runs are trained one torch thread per run,
     in ``workers`` processes (None: one per core), so the records do not depend on the
-    machine's core count; on a GPU, as populations sized from its memory.
+    machine's core count; on a GPU, as populations sized from its memory. ``workers`` None:
+    the profile's (one per core unless it says otherwise).
     """
     prof = get_profile(profile) if isinstance(profile, str) else profile
     archs = archs or prof.archs
@@ -135,7 +154,7 @@ def ensure_results(
     missing = [a for a in archs if not _complete(root, a, runs, stages)]
     if missing:
         _compute(prof, missing, resolve_data(data, prof), root, runs, stages, prune_rate,
-                 pruner, device, workers, progress)
+                 pruner, device, workers or prof.workers, progress)
     df = load_results(root)
     keep = df["arch"].isin(archs) & (df["run"] < runs) & (df["stage"] < stages)
     return df[keep].reset_index(drop=True)
@@ -200,11 +219,17 @@ def _compute(prof: Profile, archs: list[str], spec: str, root: Path, runs: int, 
 
 
 def provenance_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Where each architecture's numbers came from, read from the records themselves."""
+    """Where each architecture's numbers came from, read from the records themselves
+    (architectures by size, then pruners in the order met)."""
     import json
 
+    from lth_core.models import by_size
+
     rows = []
-    for (arch, pruner), g in df.groupby(["arch", "pruner"], sort=False):
+    order = {a: i for i, a in enumerate(by_size(df["arch"]))}
+    groups = sorted(df.groupby(["arch", "pruner"], sort=False),
+                    key=lambda kv: order[kv[0][0]])
+    for (arch, pruner), g in groups:
         cfg = json.loads(g["config"].iloc[0])
         t = cfg["train"]
         rows.append({
@@ -217,9 +242,9 @@ def provenance_table(df: pd.DataFrame) -> pd.DataFrame:
             "code commit": "; ".join(sorted(c[:12] + ("+dirty" if c.endswith("+dirty") else "")
                                             for c in g["git_commit"].unique())),
             "pruner": pruner,
-            "recipe": (f"SGD lr {t['lr']} (cosine), momentum {t['momentum']}, wd "
-                       f"{t['weight_decay']}, batch {t['batch_size']}, <= {t['max_epochs']} "
-                       f"epochs, patience {t['patience']}"),
+            "recipe": (f"SGD lr {t['lr']:g} (cosine), momentum {t['momentum']:g}, wd "
+                       f"{t['weight_decay']:.0e}, batch {t['batch_size']}, <= "
+                       f"{t['max_epochs']} epochs, patience {t['patience']}"),
             "training time (h)": round(g["wall_time_s"].sum() / 3600, 2),
         })
     return pd.DataFrame(rows)
@@ -229,21 +254,31 @@ def deviations(df: pd.DataFrame) -> list[str]:
     """Every way the results in ``df`` depart from the paper's protocol, from the records."""
     import json
 
+    from lth_core.models import by_size
+
+    from .sources import is_synthetic
+
     out = ["Training recipe chosen by us (the paper gives none): see the recipe column."]
+    archs = by_size(df["arch"])
     runs = df.groupby("arch")["run"].nunique()
     stages = df.groupby("arch")["stage"].max() + 1
-    for arch in runs.index:
-        if runs[arch] < 50:
-            out.append(f"{arch}: {runs[arch]} runs instead of the paper's 50.")
-        if stages[arch] != 5:
-            out.append(f"{arch}: K = {stages[arch]} stages instead of 5.")
+    for what, per_arch, paper in (("runs", runs, 50), ("stages (K)", stages, 5)):
+        by_value: dict[int, list[str]] = {}
+        for arch in archs:
+            if per_arch[arch] != paper:
+                by_value.setdefault(int(per_arch[arch]), []).append(arch)
+        for value, names in by_value.items():
+            out.append(f"{value} {what} instead of the paper's {paper}: {', '.join(names)}.")
     absent = [a for a in ARCHITECTURES if a not in set(df["arch"])]
     if absent:
         out.append("Architectures not computed at this budget: " + ", ".join(absent) + ".")
     names = set(df["data_name"])
-    if "cifar10" not in names:
+    if any(is_synthetic(n) for n in names):
+        out.append(f"Data: {', '.join(sorted(names))} instead of CIFAR-10: synthetic data "
+                   "tests the machinery and measures nothing about the paper's claims.")
+    elif "cifar10" not in names:
         out.append(f"Data: {', '.join(sorted(names))} instead of the original CIFAR-10 "
-                   "(the JPEG copy's pixels differ slightly; synthetic data measures nothing).")
+                   "(the JPEG copy's pixels differ slightly).")
     rates = {json.loads(c)["prune_rate"] for c in df["config"].unique()}
     if rates != {0.16}:
         out.append(f"Prune rate {sorted(rates)} instead of 0.16.")

@@ -19,7 +19,19 @@ from pathlib import Path
 import pandas as pd
 
 from lth_core.config import to_dict
-from lth_core.store import load_results, setup_difference
+from lth_core.store import ResultsStore, load_results, setup_difference
+
+# more stages than any search has: ``recorded_stages`` counts up to the first missing one
+_ANY_STAGES = 10_000
+
+
+def is_synthetic(data_name: object) -> bool:
+    """Whether records of this data name come from ``lth_core.data``'s synthetic data."""
+    return str(data_name).startswith("synthetic")
+
+
+def _synthetic_records(df: pd.DataFrame) -> bool:
+    return bool(len(df)) and is_synthetic(df["data_name"].iloc[0])
 
 
 @dataclass(frozen=True)
@@ -37,18 +49,12 @@ class ResultSet:
 
     @property
     def synthetic(self) -> bool:
-        return self.data_name.startswith("synthetic")
-
-
-def _stored_stages(run_dir: Path) -> int:
-    k = 0
-    while (run_dir / f"stage-{k}.json").exists():
-        k += 1
-    return k
+        return is_synthetic(self.data_name)
 
 
 def find_result_sets(root: str | os.PathLike, arch: str | None = None) -> list[ResultSet]:
-    """Every results set under ``root`` (any depth), optionally of one architecture."""
+    """Every results set under ``root`` (any depth: each folder holding an architecture's
+    ``search.json``), optionally of one architecture; runs and stages as the store reads them."""
     sets = []
     for meta in sorted(Path(root).rglob("search.json")):
         arch_dir = meta.parent
@@ -58,9 +64,10 @@ def find_result_sets(root: str | os.PathLike, arch: str | None = None) -> list[R
             info = json.loads(meta.read_text())
         except (OSError, ValueError):
             continue  # an unreadable set is not a candidate; load_results reports records
-        runs = {int(d.name[4:]): _stored_stages(d) for d in arch_dir.glob("run-[0-9]*")
-                if d.name[4:].isdigit()}
-        sets.append(ResultSet(arch_dir.parent, arch_dir.name, info.get("config", {}),
+        store = ResultsStore(arch_dir.parent)
+        name = arch_dir.name
+        runs = {r: store.recorded_stages(name, r, _ANY_STAGES) for r in store.runs(name)}
+        sets.append(ResultSet(arch_dir.parent, name, info.get("config", {}),
                               info.get("data", {}).get("name", ""), runs))
     return sets
 
@@ -82,22 +89,24 @@ class Shown:
         return list(self.sources.loc[self.sources["larger_budget"], "arch"])
 
     def markdown(self) -> str:
-        lines = []
+        """Where each architecture's records come from, architectures of one source together."""
+        groups: dict[str, list[str]] = {}
         for row in self.sources.itertuples(index=False):
             if row.larger_budget and row.shown_from == row.your_run_from:
-                lines.append(f"- **{row.arch}**: all {row.runs_shown} complete runs stored in "
-                             f"`{row.shown_from}` ({row.hardware}), a larger budget than the "
-                             f"{row.your_runs} runs your profile asks for; your runs are among "
-                             "them and shown on their own where a chapter compares them.")
+                text = (f"all {row.runs_shown} complete runs stored in `{row.shown_from}` "
+                        f"({row.hardware}), a larger budget than the {row.your_runs} runs your "
+                        "profile asks for; your runs are among them and shown on their own "
+                        "where a chapter compares them.")
             elif row.larger_budget:
-                lines.append(f"- **{row.arch}**: shown from `{row.shown_from}` "
-                             f"({row.runs_shown} runs, {row.hardware}), a larger budget than "
-                             f"your run (`{row.your_run_from}`, {row.your_runs} runs), which is "
-                             "shown beside it where a chapter compares them.")
+                text = (f"shown from `{row.shown_from}` ({row.runs_shown} runs, {row.hardware}),"
+                        f" a larger budget than your run (`{row.your_run_from}`, "
+                        f"{row.your_runs} runs), which is shown beside it where a chapter "
+                        "compares them.")
             else:
-                lines.append(f"- **{row.arch}**: your run, `{row.your_run_from}` "
-                             f"({row.your_runs} runs, {row.hardware}); no stored set of the "
-                             "same setup has more runs.")
+                text = (f"your run, `{row.your_run_from}` ({row.your_runs} runs, "
+                        f"{row.hardware}); no stored set of the same setup has more runs.")
+            groups.setdefault(text, []).append(row.arch)
+        lines = [f"- **{', '.join(archs)}**: {text}" for text, archs in groups.items()]
         return "**Results shown**\n\n" + "\n".join(lines)
 
     def dense_spreads(self) -> pd.DataFrame:
@@ -106,9 +115,8 @@ class Shown:
         rows = []
         for arch, cfg in self.configs.items():
             mine = self.df[(self.df["arch"] == arch) & (self.df["stage"] == 0)]
-            synthetic = bool(len(mine)) and str(mine["data_name"].iloc[0]).startswith("synth")
             found = largest_dense_set(arch, cfg, search_root=self.search_root,
-                                      synthetic=synthetic)
+                                      synthetic=_synthetic_records(mine))
             if found is not None and len(found[1]) > len(mine):
                 root, dense = found
                 rows.append({"arch": arch, "dense_runs": len(dense),
@@ -148,7 +156,7 @@ def best_available(
     parts, rows, roots = [], [], {}
     for arch, cfg in configs.items():
         mine = own[own["arch"] == arch]
-        synthetic = bool(len(mine)) and str(mine["data_name"].iloc[0]).startswith("synthetic")
+        synthetic = _synthetic_records(mine)
         n_own = int((mine.groupby("run")["stage"].nunique() >= stages).sum()) if len(mine) else 0
         best, best_runs = None, []
         if prefer and search_root.is_dir():

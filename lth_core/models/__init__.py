@@ -130,6 +130,20 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def by_size(names) -> list[str]:
+    """Architecture names in ascending order of parameter count, each once.
+
+    Counts come from PARAM_COUNTS and WIDTH_PARAM_COUNTS, else from building the model
+    (any ``lenet5-w<width>``); names ``build`` does not know go last, in their given order.
+    """
+    names = list(dict.fromkeys(names))
+    counts = {**PARAM_COUNTS, **WIDTH_PARAM_COUNTS}
+    for name in names:
+        if name not in counts and isinstance(name, str) and is_buildable(name):
+            counts[name] = count_parameters(build(name))
+    return sorted(names, key=lambda n: (n not in counts, counts.get(n, 0)))
+
+
 __all__ = [
     "TRAIN_DEFAULTS",
     "train_defaults",
@@ -138,6 +152,7 @@ __all__ = [
     "WIDTH_FAMILY",
     "WIDTH_PARAM_COUNTS",
     "build",
+    "by_size",
     "count_parameters",
     "is_buildable",
     "parse_width",

@@ -1,0 +1,630 @@
+"""The book's tables, in the paper's units and digits, and the findings (one verdict a claim).
+
+Number formats (`num`, `pm`, `pct`, `params`): accuracies, gains and trajectory lengths with
+2 decimals (3 where 2 would show a non-zero value as 0), success rates as whole percent, a
+mean and its std in one cell; no cell ever shows more than 3 decimals. `styled` renders any
+DataFrame that way as an HTML table. `table1` and `table2` put ours beside the paper's
+printed Tables 1 and 2, three rows per architecture as the paper prints Table 2, with a mark
+(†) where our mean falls outside the paper's mean ± std; architectures not computed at this
+budget keep their rows, saying so.
+
+`findings` turns the paper's claims into one row each: the paper's evidence, ours with its
+uncertainty, and a verdict computed by the stated rule (`RULES`) from the statistics of
+`claims` (bootstrap, size trend, null model) and Student-t intervals of per-run means.
+"""
+
+from __future__ import annotations
+
+import html
+import itertools
+import math
+from collections.abc import Callable, Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from lth_core.analysis.metrics import KINDS, LABELS, run_summary
+from lth_core.analysis.metrics import table2 as metrics_table2
+from lth_core.models import ARCHITECTURES, PARAM_COUNTS, build, by_size, count_parameters
+
+from .paper import PAPER_NAMES, PAPER_PARAMS, PAPER_TABLE1, paper_table2
+
+DASH = "—"
+NOT_COMPUTED = "not computed at this budget"
+MARK = "†"
+REPRODUCED, NOT_REPRODUCED = "reproduced", "not reproduced"
+VERDICTS = (REPRODUCED, NOT_REPRODUCED, NOT_COMPUTED)
+ALPHA = 0.05  # one-sided level of every trend test and of the null model's p-values
+MIN_TREND_ARCHS = 3  # fewer architectures: a trend is not computed at this budget
+
+# Style of every table (Styler scopes each rule to its table)
+_STYLES = [
+    ("", "border-collapse: collapse; font-size: 0.9em; margin: 0.5em 0 1em; display: block; "
+         "overflow-x: auto; max-width: 100%;"),
+    ("th", "padding: 0.25em 0.6em; border-bottom: 1px solid #ccc; background: #f6f6f6; "
+           "vertical-align: top;"),
+    ("td", "padding: 0.25em 0.6em; border-bottom: 1px solid #e4e4e4; text-align: right; "
+           "vertical-align: top; white-space: nowrap;"),
+    ("td.lth-wrap", "white-space: normal; min-width: 7em;"),
+    (".lth-paper", "color: #666; font-size: 0.9em;"),
+    (".lth-rule", "color: #555; font-size: 0.85em; margin-top: 0.3em;"),
+    ("ul.lth-detail", "margin: 0.3em 0 0 1em; padding: 0; font-size: 0.9em;"),
+    ("th.row_heading", "text-align: left;"),
+    ("caption", "caption-side: top; text-align: left; font-weight: bold; padding: 0.3em 0;"),
+    ("td.lth-left", "text-align: left;"),
+    ("td.lth-out", "background: #fde8e6;"),
+    (".lth-verdict-reproduced", "color: #1a7f37; font-weight: bold;"),
+    (".lth-verdict-not-reproduced", "color: #b42318; font-weight: bold;"),
+    (".lth-verdict-not-computed", "color: #6b6b6b; font-weight: bold;"),
+]
+
+
+# -- numbers -------------------------------------------------------------------------------
+
+
+def _finite(v) -> bool:
+    try:
+        return v is not None and math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def num(v, digits: int = 2) -> str:
+    """``digits`` decimals (at most 3), one more where that would show a non-zero as 0."""
+    if not _finite(v):
+        return "n/a"
+    v, digits = float(v), min(digits, 3)
+    if digits < 3 and v != 0 and round(v, digits) == 0:
+        digits += 1
+    text = f"{v:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
+
+
+def pm(mean, std, digits: int = 2) -> str:
+    """Mean ± std in one cell."""
+    return f"{num(mean, digits)} ± {num(std, digits)}"
+
+
+def pct(v) -> str:
+    """A success rate (percent) as a whole percent."""
+    return "n/a" if not _finite(v) else f"{float(v):.0f} %"
+
+
+def ci(lo, hi, fmt: Callable = num) -> str:
+    """A confidence interval, e.g. "0.41 to 1.20" (``fmt``: `num`, `pct`)."""
+    if not (_finite(lo) and _finite(hi)):
+        return "n/a"
+    return f"{fmt(lo)} to {fmt(hi)}"
+
+
+def params(n: int) -> str:
+    """A parameter count in the paper's units: 61K, 0.13M, 11.17M."""
+    return f"{n / 1e3:.0f}K" if n < 100_000 else f"{n / 1e6:.2f}M"
+
+
+def name(arch: str) -> str:
+    """The paper's name of an architecture (ours where it has none)."""
+    return PAPER_NAMES.get(arch, arch)
+
+
+def per_arch(values: Mapping[str, float], fmt: Callable = num) -> str:
+    """"LeNet-5 68 %, PNASNet-A 87 %, ...": per-architecture values by size, formatted."""
+    return ", ".join(f"{name(a)} {fmt(values[a])}" for a in by_size(list(values.keys())))
+
+
+# -- any table -----------------------------------------------------------------------------
+
+
+def _formatter(digits: int) -> Callable:
+    def fmt(v):
+        if isinstance(v, bool | np.bool_):
+            return "yes" if v else "no"
+        if isinstance(v, int | np.integer):
+            return f"{int(v):,}" if abs(int(v)) >= 10_000 else str(int(v))
+        if isinstance(v, float | np.floating):
+            return num(v, digits)
+        return "n/a" if v is None else str(v)
+    return fmt
+
+
+def styled(df: pd.DataFrame, digits: int = 2, formats: Mapping[str, Callable] | None = None,
+           caption: str | None = None, escape: bool = True, left: Iterable[str] = ()):
+    """An HTML table (pandas Styler) of ``df`` in the book's formats.
+
+    Floats get ``digits`` decimals (`num`), integers thousands separators, booleans yes/no;
+    ``formats`` maps a column to its own formatter (e.g. `pct`). A RangeIndex is hidden.
+    ``left``: text columns aligned left.
+    """
+    out = df.copy()
+    fmt = _formatter(digits)
+    formats = dict(formats or {})
+    for col in out.columns:
+        f = formats.get(col, fmt)
+        out[col] = [f(v) for v in out[col].tolist()]
+    out = out.astype(object)
+    sty = out.style
+    if escape:
+        sty = sty.format(escape="html")
+    if isinstance(df.index, pd.RangeIndex):
+        sty = sty.hide(axis="index")
+    else:
+        sty = sty.format_index(lambda v: fmt(v) if isinstance(v, float) else str(v))
+    left = set(left)
+    if left:
+        classes = pd.DataFrame([["lth-left lth-wrap" if c in left else "" for c in out.columns]]
+                               * len(out), index=out.index, columns=out.columns)
+        sty = sty.set_td_classes(classes)
+    sty = sty.set_table_attributes('class="lth-table"')
+    if caption:
+        sty = sty.set_caption(html.escape(caption))
+    return _with_css(sty)
+
+
+def _with_css(sty):
+    """The book's table style on a Styler."""
+    return sty.set_table_styles([{"selector": sel, "props": props} for sel, props in _STYLES],
+                                overwrite=False)
+
+
+def html_table(sty) -> str:
+    """The HTML of a `styled` table (with its style sheet)."""
+    return sty.to_html()
+
+
+# -- Table 1 -------------------------------------------------------------------------------
+
+
+def param_count(arch: str) -> int:
+    """Our model's exact number of trainable parameters."""
+    return PARAM_COUNTS.get(arch) or count_parameters(build(arch))
+
+
+def table1(archs: Iterable[str] | None = None) -> pd.DataFrame:
+    """Table 1, ours beside the paper: exact count, ours in the paper's units, the paper's
+    printed count, and the difference (%) from it; ``mark`` where the two differ as printed."""
+    rows = []
+    for arch in by_size(archs or ARCHITECTURES):
+        ours = param_count(arch)
+        paper = PAPER_PARAMS.get(arch)
+        printed = PAPER_TABLE1.get(arch, DASH)
+        rows.append({"Name": name(arch), "ours (exact)": ours, "ours": params(ours),
+                     "paper": printed,
+                     "difference (%)": (ours - paper) / paper * 100 if paper else math.nan,
+                     "mark": MARK if params(ours) != printed else ""})
+    return pd.DataFrame(rows)
+
+
+def table1_html(archs: Iterable[str] | None = None):
+    """Table 1 as an HTML table, marks explained in the caption."""
+    t = table1(archs)
+    t["ours"] = t["ours"] + t.pop("mark").map(lambda m: f" {m}" if m else "")
+    return styled(t, left=["Name"], caption="Table 1: number of parameters, ours and the "
+                  f"paper's ({MARK}: ours differs from the paper's printed count)")
+
+
+# -- Table 2 -------------------------------------------------------------------------------
+
+# The paper's Table 2 columns: (header, metric in metrics.table2, kind of number)
+TABLE2_COLUMNS = [
+    ("Trajectory Length", "traj"),
+    ("Trajectory Length Gain %", "tl_gain"),
+    ("Test Accuracy", "test_acc"),
+    ("Accuracy Gain %", "a_gain"),
+]
+
+
+def table2(ours: pd.DataFrame | None, paper: pd.DataFrame | None = None,
+           archs: Iterable[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Table 2 as the paper prints it, ours beside the paper's in every cell.
+
+    ``ours`` is a `metrics.table2`; rows: three per architecture (Dense, Best Sparse,
+    Sparsest Matching), every architecture of ``archs`` (default: the paper's seven) by
+    size, one not in ``ours`` labelled "not computed at this budget". Columns: the paper's,
+    each with sub-columns "ours" and "paper". Returns (cells as text, marks): a mark where our
+    mean lies outside the paper's mean ± std (SR and LTS have no std: never marked).
+    """
+    paper = paper_table2() if paper is None else paper
+    ours = ours if ours is not None else pd.DataFrame()
+    if archs is None:
+        archs = list(ARCHITECTURES) + [a for a in ours.index if a not in ARCHITECTURES]
+    archs = by_size(archs)
+    cols = pd.MultiIndex.from_tuples([(h, w) for h, _ in TABLE2_COLUMNS for w in ("ours", "paper")]
+                                     + [(h, w) for h in ("Success Rate", "LTS Score")
+                                        for w in ("ours", "paper")])
+    rows, cells, marks = [], [], []
+    for arch in archs:
+        have = arch in ours.index
+        label = name(arch) + ("" if have else f" ({NOT_COMPUTED})")
+        for kind in KINDS:
+            rows.append((label, LABELS[kind]))
+            row, mark = [], []
+            for _, metric in TABLE2_COLUMNS:
+                m, s = f"{kind}_{metric}_mean", f"{kind}_{metric}_std"
+                o_m = ours.at[arch, m] if have else math.nan
+                o_s = ours.at[arch, s] if have else math.nan
+                p_m = paper.at[arch, m] if arch in paper.index else math.nan
+                p_s = paper.at[arch, s] if arch in paper.index else math.nan
+                out = (_finite(o_m) and _finite(p_m) and _finite(p_s)
+                       and not (p_m - p_s <= o_m <= p_m + p_s))
+                ours_text = pm(o_m, o_s) + (f" {MARK}" if out else "") if have else DASH
+                row += [ours_text, pm(p_m, p_s) if arch in paper.index else DASH]
+                mark += [out, False]
+            first = kind == "dense"
+            for col, fmt in (("sr", pct), ("lts", num)):
+                o = fmt(ours.at[arch, col]) if have and first else ("" if have else DASH)
+                p = fmt(paper.at[arch, col]) if first and arch in paper.index else ""
+                row += [o, p]
+                mark += [False, False]
+            cells.append(row)
+            marks.append(mark)
+    index = pd.MultiIndex.from_tuples(rows, names=["Architecture", "Network Type"])
+    return (pd.DataFrame(cells, index=index, columns=cols),
+            pd.DataFrame(marks, index=index, columns=cols))
+
+
+def table2_html(ours: pd.DataFrame | None, paper: pd.DataFrame | None = None,
+                archs: Iterable[str] | None = None, caption: str | None = None):
+    """`table2` as an HTML table, the paper's columns with ours on top of each cell and the
+    paper's below it in grey; a marked cell is shaded."""
+    cells, marks = table2(ours, paper, archs)
+    heads = list(dict.fromkeys(cells.columns.get_level_values(0)))
+    e = html.escape
+    stacked = pd.DataFrame(index=cells.index, columns=heads, dtype=object)
+    classes = pd.DataFrame("", index=cells.index, columns=heads)
+    for h in heads:
+        stacked[h] = [f'{e(o)}<br><span class="lth-paper">{e(p)}</span>' if o or p else ""
+                      for o, p in zip(cells[(h, "ours")], cells[(h, "paper")], strict=True)]
+        classes[h] = ["lth-out" if m else "" for m in marks[(h, "ours")]]
+    sty = stacked.style.set_td_classes(classes)
+    sty = sty.set_table_attributes('class="lth-table lth-table2"')
+    sty = sty.set_caption(e(caption or (
+        "Table 2, ours beside the paper's: each cell holds our mean ± std and, below it in "
+        "grey, the paper's (Best Sparse and Sparsest Matching over successful runs). "
+        f"{MARK} and shading: our mean lies outside the paper's mean ± std. The paper prints "
+        "LTS with four decimals, shown here with two.")))
+    return _with_css(sty)
+
+
+def table2_agreement(ours: pd.DataFrame) -> dict:
+    """How many mean ± std cells of ours lie inside the paper's mean ± std (computed archs)."""
+    cells, marks = table2(ours, archs=[a for a in ours.index if a in ARCHITECTURES])
+    ours_cols = [c for c in cells.columns if c[1] == "ours"
+                 and c[0] not in ("Success Rate", "LTS Score")]
+    values = cells[ours_cols]
+    compared = values.map(lambda t: "±" in t and not t.startswith("n/a")).to_numpy().copy()
+    outside = marks[ours_cols].to_numpy() & compared
+    dense_gain = np.array([[r[1] == LABELS["dense"] and c[0] in ("Trajectory Length Gain %",
+                                                                 "Accuracy Gain %")
+                            for c in ours_cols] for r in cells.index])
+    compared &= ~dense_gain  # 0 ± 0 by definition on both sides
+    return {"compared": int(compared.sum()), "outside": int(outside.sum()),
+            "inside": int(compared.sum() - outside.sum()),
+            "archs": [a for a in ours.index if a in ARCHITECTURES]}
+
+
+# -- intervals -----------------------------------------------------------------------------
+
+
+def interval_table(boot: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.DataFrame:
+    """SR, A_gain and LTS with their 95 % intervals (a `claims.bootstrap_ci` table), one row
+    per architecture by size, each beside the paper's printed value."""
+    paper = paper_table2() if paper is None else paper
+    rows = []
+    for arch in by_size(boot.index):
+        r = boot.loc[arch]
+        has = arch in paper.index
+        rows.append({
+            "Architecture": name(arch), "runs": int(r["n_runs"]),
+            "SR (95 % interval)": f"{pct(r['sr'])} ({ci(r['sr_lo'], r['sr_hi'], pct)})",
+            "paper SR": pct(paper.at[arch, "sr"]) if has else DASH,
+            "A_gain % (95 % interval)":
+                f"{num(r['a_gain'])} ({ci(r['a_gain_lo'], r['a_gain_hi'])})",
+            "paper A_gain %": num(paper.at[arch, "best_sparse_a_gain_mean"]) if has else DASH,
+            "LTS (95 % interval)": f"{num(r['lts'])} ({ci(r['lts_lo'], r['lts_hi'])})",
+            "paper LTS": num(paper.at[arch, "lts"]) if has else DASH,
+        })
+    return pd.DataFrame(rows)
+
+
+# -- trends across architectures -----------------------------------------------------------
+
+
+def rank_trend(values: Mapping[str, float], counts: Mapping[str, int] | None = None) -> dict:
+    """Spearman rho between parameter count and ``values`` (arch -> value), with the exact
+    one-sided permutation p of a decrease (`claims.size_trend`'s test, for any per-arch value).
+
+    Architectures with a NaN value are left out; fewer than `MIN_TREND_ARCHS`: rho and p NaN.
+    """
+    from .claims import spearman
+
+    counts = counts or PARAM_COUNTS
+    archs = [a for a in by_size(values) if _finite(values[a])]
+    out = {"archs": archs, "n": len(archs), "rho": math.nan, "p": math.nan}
+    if len(archs) < MIN_TREND_ARCHS:
+        return out
+    x = np.array([counts[a] for a in archs], dtype=float)
+    y = np.array([values[a] for a in archs], dtype=float)
+    perms = np.array(list(itertools.permutations(range(len(y)))))
+    if len(perms) > 50_000:  # more than 8 architectures: a random sample of orderings
+        rng = np.random.default_rng(0)
+        perms = np.array([rng.permutation(len(y)) for _ in range(10_000)])
+    rho = spearman(x, y)
+    rho_perm = spearman(np.broadcast_to(x, perms.shape), y[perms])
+    out.update(rho=float(rho), p=float(np.mean(rho_perm <= rho + 1e-12)))
+    return out
+
+
+def _trend_text(t: dict) -> str:
+    if t["n"] < MIN_TREND_ARCHS:
+        return f"{t['n']} architecture{'s' if t['n'] != 1 else ''}: no trend to test"
+    return (f"Spearman ρ = {num(t['rho'])} over {t['n']} architectures, one-sided "
+            f"p = {num(t['p'], 3)}")
+
+
+# -- the findings --------------------------------------------------------------------------
+
+RULES = {
+    "difficulty": ("Reproduced when SR falls with size: Spearman ρ < 0 with one-sided exact "
+                   f"permutation p < {ALPHA} over at least {MIN_TREND_ARCHS} architectures."),
+    "a": ("Reproduced when the Best Sparse A_gain falls with size (ρ < 0, one-sided "
+          f"permutation p < {ALPHA}, at least {MIN_TREND_ARCHS} architectures) and the "
+          f"smallest architecture's A_gain is beyond the null model (p < {ALPHA})."),
+    "lts": (f"Reproduced when `claims.size_trend` finds LTS falling with size: one-sided "
+            f"permutation p < {ALPHA} over at least {MIN_TREND_ARCHS} architectures."),
+    "b": ("Reproduced when the TL_gain after the first pruning stage (84 % of weights kept) "
+          "is positive, its 95 % Student-t interval over runs above 0, in more than half of "
+          "the architectures computed."),
+    "c": ("Reproduced when the Sparsest Matching TL_gain is negative, its 95 % interval over "
+          "successful runs below 0, in more than half of the architectures computed."),
+    "fig5": ("Reproduced when the Best Sparse TL_gain's 95 % interval lies above 0 in every "
+             "architecture computed and the Sparsest Matching TL_gain is below it in each."),
+}
+
+CHAPTERS = {"difficulty": ("difficulty", "Ticket-search difficulty"),
+            "a": ("quality", "Quality of winning tickets"),
+            "lts": ("quality", "Quality of winning tickets"),
+            "b": ("expressivity", "Expressivity"),
+            "c": ("expressivity", "Expressivity"),
+            "fig5": ("expressivity", "Expressivity")}
+
+CLAIMS = {
+    "difficulty": ("§3.1, Fig. 2", "Ticket search gets harder as models grow"),
+    "a": ("(a), Fig. 3", "Smaller models benefit more from ticket search"),
+    "lts": ("Fig. 4, Table 2", "The LTS score decreases with model size"),
+    "b": ("(b), Fig. 6", "Mild pruning increases expressive power (and lowers the "
+          "generalization gap)"),
+    "c": ("(c), Table 2", "Excessive pruning reduces expressivity while retaining test-set "
+          "performance"),
+    "fig5": ("Fig. 5", "Expressive power rises for Best Sparse tickets and falls for "
+             "Sparsest Matching ones, in every architecture"),
+}
+
+
+def null_model(df: pd.DataFrame, **kwargs) -> pd.DataFrame:
+    """`claims.null_model` on the architectures whose dense accuracies vary between runs
+    (with a zero spread there is no noise to simulate); keyword arguments are passed on."""
+    from .claims import null_model as claims_null_model
+
+    dense = df[df["stage"] == 0].groupby("arch")["test_acc"].std(ddof=1)
+    sigma = kwargs.get("sigma") or {}
+    varied = [a for a in dense.index if (sigma.get(a) or dense[a]) > 0]
+    if not varied:
+        return pd.DataFrame(columns=["n_runs", "sigma", "sr_measured", "sr_null",
+                                     "a_gain_measured", "a_gain_null"])
+    return claims_null_model(df[df["arch"].isin(varied)], **kwargs)
+
+
+def _t_interval(values) -> tuple[float, float, float, int]:
+    """(mean, lo, hi, n) of the finite values, 95 % Student-t interval (`claims.mean_ci`)."""
+    from .claims import mean_ci
+
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    lo, hi = mean_ci(v) if len(v) >= 2 else (math.nan, math.nan)
+    return (float(v.mean()) if len(v) else math.nan), lo, hi, len(v)
+
+
+def _sign_text(arch: str, m: float, lo: float, hi: float) -> str:
+    return f"{name(arch)}: {num(m)} ({ci(lo, hi)})"
+
+
+def _per_run_tl_gain(df: pd.DataFrame, stage: int, traj: str = "traj_len_2d") -> pd.Series:
+    """Per (arch, run): TL_gain (%) of ``stage`` against the run's dense stage."""
+    wide = df.pivot_table(index=["arch", "run"], columns="stage", values=traj)
+    if stage not in wide.columns or 0 not in wide.columns:
+        return pd.Series(dtype=float)
+    return ((wide[stage] - wide[0]) / wide[0] * 100.0).dropna()
+
+
+def _majority(flags: list[bool]) -> bool:
+    return bool(flags) and sum(flags) > len(flags) / 2
+
+
+def findings(df: pd.DataFrame, seed: int = 0, null: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per claim of the paper: its evidence, ours (with uncertainty) and the verdict.
+
+    ``df`` holds the records shown (LAMP). Columns: id, where (in the paper), claim, paper,
+    ours (the test's result), detail (per-architecture numbers behind it), verdict (one of
+    `VERDICTS`), rule (`RULES`), chapter (document name), chapter_title, scope
+    (architectures computed out of the paper's seven).
+    """
+    from .claims import bootstrap_ci, size_trend
+
+    paper = paper_table2()
+    ours = metrics_table2(df)
+    archs = by_size(ours.index)
+    boot = bootstrap_ci(df, n_boot=1000, seed=seed)
+    null = null_model(df, n_sim=2000, seed=seed) if null is None else null
+    summary = run_summary(df)
+    scope = f"{len([a for a in archs if a in ARCHITECTURES])} of {len(ARCHITECTURES)}"
+    paper_counts = {a: PAPER_PARAMS[a] for a in paper.index}
+    rows = []
+
+    def add(key: str, paper_text: str, ours_text: str, detail: list[str], verdict: str):
+        where, claim = CLAIMS[key]
+        doc, title = CHAPTERS[key]
+        rows.append({"id": key, "where": where, "claim": claim, "paper": paper_text,
+                     "ours": ours_text, "detail": detail, "verdict": verdict,
+                     "rule": RULES[key], "chapter": doc, "chapter_title": title,
+                     "scope": scope})
+
+    def trend_verdict(t: dict, extra: bool = True) -> str:
+        if t["n"] < MIN_TREND_ARCHS:
+            return NOT_COMPUTED
+        return REPRODUCED if t["rho"] < 0 and t["p"] < ALPHA and extra else NOT_REPRODUCED
+
+    def booted(col: str, fmt: Callable = num) -> list[str]:
+        return [f"{name(a)}: {fmt(boot.at[a, col])} "
+                f"({ci(boot.at[a, f'{col}_lo'], boot.at[a, f'{col}_hi'], fmt)})"
+                for a in archs if a in boot.index]
+
+    # §3.1: SR falls with size
+    p_sr = rank_trend(paper["sr"].to_dict(), paper_counts)
+    o_sr = rank_trend(ours["sr"].to_dict())
+    add("difficulty",
+        f"SR {per_arch(paper['sr'], pct)}; {_trend_text(p_sr)}: the printed SRs show no fall.",
+        f"{_trend_text(o_sr)}. SR per architecture (95 % exact interval):",
+        booted("sr", pct), trend_verdict(o_sr))
+
+    # (a): A_gain falls with size, and the smallest model's gain is beyond noise
+    p_gain = rank_trend(paper["best_sparse_a_gain_mean"].to_dict(), paper_counts)
+    o_gain = rank_trend(ours["best_sparse_a_gain_mean"].to_dict())
+    smallest = archs[0] if archs else None
+    beyond, null_text = False, "no null model (its dense accuracies do not vary)"
+    if smallest is not None and smallest in null.index:
+        r = null.loc[smallest]
+        if _finite(r.get("p_a_gain")):
+            beyond = r["p_a_gain"] < ALPHA
+            null_text = (f"{num(r['a_gain_null'])} % from noise alone (one-sided "
+                         f"p = {num(r['p_a_gain'], 3)})")
+        elif _finite(r.get("a_gain_null")) and _finite(r.get("a_gain_measured")):
+            beyond = r["a_gain_measured"] > r["a_gain_null"]
+            null_text = f"{num(r['a_gain_null'])} % from noise alone"
+    small = (f" {name(smallest)}, the smallest: A_gain {num(boot.at[smallest, 'a_gain'])} % "
+             f"against {null_text}." if smallest in boot.index else "")
+    add("a",
+        f"Best Sparse A_gain (%) {per_arch(paper['best_sparse_a_gain_mean'])}; "
+        f"{_trend_text(p_gain)}.",
+        f"{_trend_text(o_gain)}.{small} A_gain (%) per architecture (95 % bootstrap interval):",
+        booted("a_gain"), trend_verdict(o_gain, beyond))
+
+    # Fig. 4 / Table 2: LTS falls with size
+    p_lts = rank_trend(paper["lts"].to_dict(), paper_counts)
+    counts = {a: PARAM_COUNTS[a] for a in archs if a in PARAM_COUNTS}
+    if len(counts) >= MIN_TREND_ARCHS:
+        t = size_trend(df[df["arch"].isin(counts)], counts, n_boot=500, seed=seed)
+        lo, hi = t["rho_ci"]
+        lts_text = (f"Spearman ρ = {num(t['rho'])} (95 % bootstrap interval {ci(lo, hi)}) over "
+                    f"{t['n_archs']} architectures, one-sided permutation "
+                    f"p = {num(t['p_decreasing'], 3)}.")
+        verdict = REPRODUCED if t["p_decreasing"] < ALPHA else NOT_REPRODUCED
+    else:
+        lts_text = f"{len(counts)} architecture(s): no trend to test."
+        verdict = NOT_COMPUTED
+    add("lts",
+        f"Printed LTS {per_arch(paper['lts'])}; {_trend_text(p_lts)}.",
+        lts_text + " LTS per architecture (95 % bootstrap interval):", booted("lts"), verdict)
+
+    # (b): TL_gain after the first pruning stage
+    stage1 = _per_run_tl_gain(df, 1)
+    parts, flags = [], []
+    for arch in archs:
+        if arch not in stage1.index.get_level_values(0):
+            continue
+        m, lo, hi, n = _t_interval(stage1.loc[arch])
+        if n >= 2:
+            flags.append(lo > 0)
+            parts.append(_sign_text(arch, m, lo, hi))
+    bs_paper = paper["best_sparse_tl_gain_mean"]
+    add("b",
+        f"Best Sparse TL_gain positive in {int((bs_paper > 0).sum())} of {len(bs_paper)} "
+        f"architectures ({num(bs_paper.min())} % to {num(bs_paper.max())} %), after the first "
+        "stages in Fig. 6. No numbers for the generalization gap.",
+        (f"TL_gain after the first stage above 0 in {sum(flags)} of {len(flags)} "
+         "architectures. The generalization gap is not measured (no training accuracy is "
+         "recorded, and the paper gives none). TL_gain (%) at stage 1, mean (95 % interval):"
+         if flags else "No architecture has two runs with a pruned stage."),
+        parts, (REPRODUCED if _majority(flags) else NOT_REPRODUCED) if flags else NOT_COMPUTED)
+
+    # (c) and Fig. 5: TL_gain of the winning tickets
+    sm_parts, sm_flags, bs_parts, bs_flags, below = [], [], [], [], []
+    for arch in archs:
+        runs = summary[summary["arch"] == arch]
+        bs = _t_interval(runs["best_sparse_tl_gain"])
+        sm = _t_interval(runs["sparsest_matching_tl_gain"])
+        if bs[3] < 2:
+            continue
+        bs_flags.append(bs[1] > 0)
+        sm_flags.append(sm[2] < 0)
+        below.append(sm[0] < bs[0])
+        bs_parts.append(_sign_text(arch, *bs[:3]))
+        sm_parts.append(_sign_text(arch, *sm[:3]))
+    sm_paper = paper["sparsest_matching_tl_gain_mean"]
+    acc = paper["sparsest_matching_a_gain_mean"]
+    enough = bool(bs_flags)
+    none = "No architecture has two successful runs."
+    add("c",
+        f"Sparsest Matching TL_gain negative in {int((sm_paper < 0).sum())} of "
+        f"{len(sm_paper)} architectures, near zero in others ({num(sm_paper.min())} % to "
+        f"{num(sm_paper.max())} %), at A_gain {num(acc.min())} % to {num(acc.max())} % "
+        "(accuracy retained).",
+        (f"Sparsest Matching TL_gain below 0 in {sum(sm_flags)} of {len(sm_flags)} "
+         "architectures; its accuracy matches the dense one by definition. TL_gain (%), mean "
+         "(95 % interval over successful runs):" if enough else none),
+        sm_parts, (REPRODUCED if _majority(sm_flags) else NOT_REPRODUCED) if enough
+        else NOT_COMPUTED)
+    add("fig5",
+        f"Best Sparse TL_gain above 0 in {int((bs_paper > 0).sum())} of {len(bs_paper)}; "
+        f"Sparsest Matching below Best Sparse in {int((sm_paper < bs_paper).sum())} of "
+        f"{len(bs_paper)} (means, no intervals).",
+        (f"Best Sparse TL_gain above 0 in {sum(bs_flags)} of {len(bs_flags)} architectures; "
+         f"Sparsest Matching below it in {sum(below)} of {len(below)}. Best Sparse TL_gain "
+         "(%), mean (95 % interval over successful runs):" if enough else none),
+        bs_parts, (REPRODUCED if all(bs_flags) and all(below) else NOT_REPRODUCED) if enough
+        else NOT_COMPUTED)
+    return pd.DataFrame(rows)
+
+
+def _verdict_html(verdict: str) -> str:
+    cls = {REPRODUCED: "reproduced", NOT_REPRODUCED: "not-reproduced",
+           NOT_COMPUTED: "not-computed"}[verdict]
+    return f'<span class="lth-verdict lth-verdict-{cls}">{html.escape(verdict)}</span>'
+
+
+def findings_html(f: pd.DataFrame, link_suffix: str = ".html"):
+    """The findings as an HTML table: claim, paper, ours, verdict (with its rule), chapter."""
+    e = html.escape
+
+    def ours(r) -> str:
+        items = "".join(f"<li>{e(d)}</li>" for d in r.detail)
+        return e(r.ours) + (f'<ul class="lth-detail">{items}</ul>' if items else "")
+
+    rows = pd.DataFrame({
+        "claim": [f"<strong>{e(r.where)}</strong>: {e(r.claim)}" for r in f.itertuples()],
+        "the paper's evidence": [e(r.paper) for r in f.itertuples()],
+        f"ours ({f['scope'].iloc[0]} architectures)" if len(f) else "ours":
+            [ours(r) for r in f.itertuples()],
+        "verdict": [f'{_verdict_html(r.verdict)}<div class="lth-rule">{e(r.rule)}</div>'
+                    for r in f.itertuples()],
+        "chapter": [f'<a href="{e(r.chapter)}{link_suffix}">{e(r.chapter_title)}</a>'
+                    for r in f.itertuples()],
+    })
+    sty = rows.style.hide(axis="index").set_table_attributes(
+        'class="lth-table lth-findings"')
+    sty = sty.set_td_classes(pd.DataFrame("lth-left lth-wrap", index=rows.index,
+                                          columns=rows.columns))
+    return _with_css(sty.set_caption("The paper's claims, its evidence, ours and the verdict"))
+
+
+def verdict_markdown(f: pd.DataFrame, ids: Iterable[str]) -> str:
+    """The verdicts of some claims as Markdown, one paragraph each, with the rule."""
+    out = []
+    for key in ids:
+        r = f[f["id"] == key]
+        if r.empty:
+            continue
+        r = r.iloc[0]
+        items = "".join(f"\n- {d}" for d in r["detail"])
+        out.append(f"**{r['claim']}** ({r['where']}): **{r['verdict']}** on {r['scope']} "
+                   f"architectures. {r['ours']}{items}\n\n*Rule:* {r['rule']}")
+    return "\n\n".join(out)
