@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from lth_core.config import SearchConfig, TrainConfig
@@ -20,3 +22,14 @@ def tiny_config(**overrides) -> SearchConfig:
     base = dict(stages=3, arc_pairs=2, arc_points=64, hidden_arc_points=32, train=train)
     base.update(overrides)
     return SearchConfig(**base)
+
+
+def make_results(accs: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Per-stage table from arch -> (runs, stages) test accuracies (val = test)."""
+    rows = []
+    for arch, a in accs.items():
+        for run, per_stage in enumerate(a):
+            for stage, acc in enumerate(per_stage):
+                rows.append(dict(arch=arch, run=run, stage=stage, density=0.84**stage,
+                                 val_acc=acc, test_acc=acc, traj_len=1.0, traj_len_2d=1.0))
+    return pd.DataFrame(rows)

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import make_results
 
 from lth_book.claims import (
     betainc,
@@ -28,18 +29,6 @@ from lth_book.claims import (
     two_sample_test,
     wilson,
 )
-
-
-def make_results(accs: dict[str, np.ndarray]) -> pd.DataFrame:
-    """Per-stage table from arch -> (runs, stages) test accuracies (val = test)."""
-    rows = []
-    for arch, a in accs.items():
-        for run, per_stage in enumerate(a):
-            for stage, acc in enumerate(per_stage):
-                rows.append(dict(arch=arch, run=run, stage=stage, density=0.84**stage,
-                                 val_acc=acc, test_acc=acc, traj_len=1.0, traj_len_2d=1.0))
-    return pd.DataFrame(rows)
-
 
 # -- distributions ---------------------------------------------------------------------------
 

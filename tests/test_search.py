@@ -133,6 +133,19 @@ CLI = [sys.executable, "-m", "lth_core", "search", "--arch", "lenet5", "--runs",
        "--data", TINY_DATA, "--no-progress", "--device", "cpu"]
 
 
+def _kill_when_written(cmd: list[str], results: Path, files: list[str]) -> None:
+    """Start ``cmd`` once per file and SIGKILL it as soon as that file appears."""
+    for wait_for in files:
+        proc = subprocess.Popen(cmd + ["--results", str(results)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        target = results / "lenet5" / wait_for
+        deadline = time.time() + 120
+        while not target.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
 def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
     """Kill the CLI at several moments (mid-stage, right after a record); results match."""
     ref = tmp_path / "ref"
@@ -140,15 +153,8 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
     expected = load_results(ref)[COMPARED]
 
     killed = tmp_path / "killed"
-    for wait_for in ["run-000/ckpt/state.pt", "run-000/stage-1.json", "run-001/ckpt/state.pt"]:
-        proc = subprocess.Popen(CLI + ["--results", str(killed)], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        target = killed / "lenet5" / wait_for
-        deadline = time.time() + 120
-        while not target.exists() and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    _kill_when_written(CLI, killed, ["run-000/ckpt/state.pt", "run-000/stage-1.json",
+                                     "run-001/ckpt/state.pt"])
     done = subprocess.run(CLI + ["--results", str(killed)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     got = load_results(killed)[COMPARED]
@@ -294,15 +300,7 @@ def test_kill_9_population_search_then_resume_equals_uninterrupted(tmp_path):
     subprocess.run(cmd + ["--results", str(ref)], check=True, capture_output=True)
     expected = load_results(ref)[COMPARED]
     killed = tmp_path / "killed"
-    for wait_for in ["run-001/ckpt/state.pt", "run-001/stage-1.json"]:
-        proc = subprocess.Popen(cmd + ["--results", str(killed)], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        target = killed / "lenet5" / wait_for
-        deadline = time.time() + 120
-        while not target.exists() and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    _kill_when_written(cmd, killed, ["run-001/ckpt/state.pt", "run-001/stage-1.json"])
     done = subprocess.run(cmd + ["--results", str(killed)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert load_results(killed)[COMPARED].equals(expected)
