@@ -371,3 +371,27 @@ def fig_width(summary: pd.DataFrame, stats: tuple[str, ...] = ("sr", "a_gain", "
                     label="paper, LeNet-5")
             ax.legend(fontsize=7)
     return fig
+
+
+def study(results_dir: str | os.PathLike = "results", stored_results: str | os.PathLike =
+          "results", level: float = 0.95, min_runs: int = MIN_RUNS
+          ) -> tuple[pd.DataFrame, pd.DataFrame, Path, Path | None]:
+    """The chapter's data: (records, per-width summary, folder read, folder it fell back from).
+
+    Relative paths are from the repository. When ``results_dir`` holds no width records (a
+    smoke build's folder), ``stored_results`` is read instead and named as the fallback.
+    """
+    from .profiles import REPO_ROOT
+
+    def absolute(p: str | os.PathLike) -> Path:
+        return Path(p) if Path(p).is_absolute() else REPO_ROOT / p
+
+    def has_width(root: Path) -> bool:
+        return any(any(r.glob("run-*/stage-*.json"))
+                   for n, r in width_roots(root).items() if n != "lenet5")
+
+    root, fallback = absolute(results_dir), None
+    if not has_width(root) and absolute(stored_results) != root:
+        fallback, root = root, absolute(stored_results)
+    df = load_width(root)
+    return df, width_summary(df, level=level, min_runs=min_runs), root, fallback
