@@ -34,7 +34,7 @@ from lth_core.engine.population import Population
 from lth_core.engine.search import auto_population, init_model, search_runs
 from lth_core.engine.train import resolve_device
 from lth_core.models import build, is_buildable
-from lth_core.store import load_results
+from lth_core.store import ResultsStore
 
 SAFETY = 1.15  # a stage is started only if its estimate times this fits the budget left
 
@@ -136,12 +136,8 @@ def _stages_done(results: Path, arch: str, runs: int) -> int:
     """How many leading stages every one of runs 0..runs-1 has a record for."""
     if not (results / arch).is_dir():
         return 0
-    df = load_results(results)
-    df = df[(df["arch"] == arch) & (df["run"] < runs)]
-    k = 0
-    while (df["stage"] == k).sum() >= runs:
-        k += 1
-    return k
+    store = ResultsStore(results)
+    return min(store.recorded_stages(arch, r, 10**6) for r in range(runs))
 
 
 def pack_records(results: Path, tar_path: Path) -> int:
