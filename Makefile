@@ -13,7 +13,7 @@ RESULTS ?=
 DEVICE ?= auto
 OUT ?= _build
 
-.PHONY: venv test lint book
+.PHONY: venv test lint book width
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,3 +36,12 @@ book: venv
 	$(PY) book/build.py $(if $(PROFILE),--profile $(PROFILE)) \
 		$(if $(RESULTS),--results $(RESULTS)) --device $(DEVICE) --out $(OUT) \
 		$(if $(DATA),--data $(DATA))
+
+# The width study (book/width.ipynb): RUNS complete runs of each LeNet-5 width, or of one
+# (WIDTH=lenet5-w0.25), into results/; continues from the stored records, trains only what is
+# missing. On a GPU: make width RUNS=50.
+RUNS ?= 8
+WIDTH ?=
+width: venv
+	$(PY) -m lth_book.width --runs $(RUNS) $(if $(WIDTH),--width $(WIDTH)) --device $(DEVICE) \
+		$(if $(RESULTS),--results $(RESULTS)) $(if $(DATA),--data $(DATA))

@@ -22,7 +22,7 @@ if [ "${CHECKS:-1}" = 1 ]; then
 fi
 python3 -m benchmarks.gpu_campaign --budget-s "${CAMPAIGN_S:-330}" $graphs \
   --data .gpu-data/cifar10-jpeg.tar.gz --results results \
-  --plan "${PLAN:-lenet5:50,lenet5-w0.25:50,lenet5-w0.5:50,lenet5-w2:50,pnasnet_a:16,resnet32:16}" \
+  --plan "${PLAN:-lenet5:50,lenet5-w0.125:50,lenet5-w0.25:50,lenet5-w0.5:50,lenet5-w2:50,pnasnet_a:16,resnet32:16}" \
   --out "$OUT" 2>&1 | grep -v Warning | tail -20
 if [ "${BENCH_S:-170}" != 0 ]; then
   timeout "$(( ${BENCH_S:-170} * 2 / 3 ))" python3 -m benchmarks.search_throughput --device cuda \

@@ -131,7 +131,8 @@ class _PaperLeNet5(nn.Module):
 
 def test_width_family_registry() -> None:
     assert list(WIDTH_FAMILY.items()) == [
-        ("lenet5-w0.25", 0.25), ("lenet5-w0.5", 0.5), ("lenet5", 1.0), ("lenet5-w2", 2.0),
+        ("lenet5-w0.125", 0.125), ("lenet5-w0.25", 0.25), ("lenet5-w0.5", 0.5),
+        ("lenet5", 1.0), ("lenet5-w2", 2.0),
     ]
     assert list(WIDTH_PARAM_COUNTS) == WIDTH_NAMES
     assert WIDTH_PARAM_COUNTS["lenet5"] == PARAM_COUNTS["lenet5"]
@@ -180,6 +181,7 @@ def test_width_rounds_channels_half_up_and_at_least_one() -> None:
                 m.fc1[1].out_features, m.fc2[0].out_features)
 
     assert shape(0.25) == (2, 4, 30, 21)  # 6 * 0.25 = 1.5 rounds up
+    assert shape(0.125) == (1, 2, 15, 11)  # 84 * 0.125 = 10.5 rounds up
     assert shape(2) == (12, 32, 240, 168)
     assert shape(0.001) == (1, 1, 1, 1)
     for bad in (0.0, -1.0, float("nan"), float("inf")):
@@ -188,7 +190,7 @@ def test_width_rounds_channels_half_up_and_at_least_one() -> None:
 
 
 def test_width_name_round_trip() -> None:
-    assert [width_name(w) for w in (0.25, 0.5, 1, 2)] == WIDTH_NAMES
+    assert [width_name(w) for w in (0.125, 0.25, 0.5, 1, 2)] == WIDTH_NAMES
     assert width_name(2.0) == "lenet5-w2" and width_name(1.50) == "lenet5-w1.5"
     assert width_name(1e-5) == "lenet5-w0.00001"  # never an exponent
     for width in (0.25, 0.5, 1.0, 2.0, 1.5, 1 / 3, 0.1 + 0.2, 1e-5, 1e20):

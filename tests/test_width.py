@@ -39,15 +39,15 @@ CFG = tiny_config(stages=2, train=TrainConfig(lr=0.05, max_epochs=1, patience=1,
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory, tiny_data):
-    """Tiny width study: 3 runs at widths 0.25 and 1, 4 at 0.5 (one of them unfinished: its
-    last stage record is removed), 2 at width 2 (too few to count)."""
+    """Tiny width study: 3 runs at widths 1/8, 1/4 and 1, 4 at 1/2 (one of them unfinished:
+    its last stage record is removed), 2 at width 2 (too few to count)."""
     root = tmp_path_factory.mktemp("results")
     roots = width_roots(root)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one thread per run, as the searches run (and cheap on 2 cores)
     try:
-        for name, runs in (("lenet5-w0.25", 3), ("lenet5-w0.5", 4), ("lenet5", 3),
-                           ("lenet5-w2", 2)):
+        for name, runs in (("lenet5-w0.125", 3), ("lenet5-w0.25", 3), ("lenet5-w0.5", 4),
+                           ("lenet5", 3), ("lenet5-w2", 2)):
             ticket_search(lambda n=name: build(n), tiny_data, CFG, name=name, runs=runs,
                           results=roots[name].parent, progress=False)
     finally:
@@ -85,7 +85,7 @@ def test_summary_counts_complete_runs_only(study):
         np.testing.assert_allclose(r["a_gain_mean"], t2.at[name, "best_sparse_a_gain_mean"])
         np.testing.assert_allclose(r["tl_gain_mean"], t2.at[name, "best_sparse_tl_gain_mean"])
     pr = per_run(df)
-    assert len(pr) == 3 + 3 + 3 + 2
+    assert len(pr) == 3 + 3 + 3 + 3 + 2
     for name in WIDTHS:  # LTS is the mean over runs of success x A_gain
         v = pr.loc[pr["arch"] == name, "lts"]
         assert v.mean() == pytest.approx(s.at[name, "lts"])
@@ -93,7 +93,17 @@ def test_summary_counts_complete_runs_only(study):
         np.testing.assert_allclose((s.at[name, "lts_lo"], s.at[name, "lts_hi"]),
                                    (max(0.0, lo), hi))
     texts = width_statements(s)
-    assert len(texts) == 4 and "Not enough runs" in texts[3] and "of 3 runs" in texts[1]
+    assert len(texts) == 5 and "Not enough runs" in texts[4] and "of 3 runs" in texts[2]
+    for name, r in s.iterrows():  # the bootstrap interval of the mean A_gain brackets it
+        gains = pr.loc[(pr["arch"] == name) & pr["success"], "a_gain"]
+        if len(gains) >= 2 and gains.std() > 0:
+            assert r["a_gain_lo"] <= r["a_gain_mean"] <= r["a_gain_hi"]
+            assert gains.min() <= r["a_gain_lo"] and r["a_gain_hi"] <= gains.max()
+        else:
+            assert len(gains) >= 2 or math.isnan(r["a_gain_lo"])
+    dense = done[done["stage"] == 0].groupby("arch")["test_acc"]
+    unit = pr["arch"].map(100 * dense.std(ddof=1) / dense.mean())
+    np.testing.assert_allclose(pr["a_gain_sigma"], pr["a_gain"] / unit)
 
 
 def test_summary_and_trend_of_nothing(tmp_path):
@@ -139,7 +149,7 @@ def test_trend_supported_contradicted_and_not_shown():
     t = width_trend(falling, n_perm=2000)
     assert t["status"] == "supported" and t["verdict"].startswith("Supported")
     assert t["rho"] == pytest.approx(-1.0) and t["slope"] < 0 and t["p_value"] < 0.01
-    assert t["rho_ci"][1] < 0 and t["widths"] == WIDTHS and t["n"] == [4] * 4
+    assert t["rho_ci"][1] < 0 and t["widths"] == WIDTHS and t["n"] == [4] * len(WIDTHS)
     assert t == width_trend(falling, n_perm=2000)  # deterministic
     rising = _records({w: [1.0 + i + d for d in (0.0, 0.1, -0.1)] for i, w in enumerate(WIDTHS)})
     assert width_trend(rising, n_perm=2000)["status"] == "contradicted"
@@ -156,9 +166,9 @@ def test_trend_needs_three_widths_with_enough_runs():
     gains = {w: [2.0, 1.0, 1.5] for w in WIDTHS}
     gains["lenet5-w2"] = [1.0, 1.0]  # 2 complete runs: left out
     t = width_trend(_records(gains), n_perm=200)
-    assert t["widths"] == WIDTHS[:3] and t["left_out"] == {"lenet5-w2": 2}
+    assert t["widths"] == WIDTHS[:-1] and t["left_out"] == {"lenet5-w2": 2}
     assert "lenet5-w2 (2 complete)" in t["verdict"]
-    gains["lenet5"] = [1.0]
+    gains["lenet5"] = gains["lenet5-w0.125"] = [1.0]
     t = width_trend(_records(gains), n_perm=200)
     assert t["status"] == "not enough runs" and math.isnan(t["p_value"])
     assert t["verdict"].startswith("Not enough runs")
@@ -189,13 +199,13 @@ def test_trend_permutation_p_matches_exact_enumeration():
 
 
 def test_trend_of_a_gain_uses_successful_runs_only():
-    gains = {w: [4.0 - i, None, 4.1 - i, 3.9 - i] for i, w in enumerate(WIDTHS)}
+    gains = {w: [5.0 - i, None, 5.1 - i, 4.9 - i] for i, w in enumerate(WIDTHS)}
     t = width_trend(_records(gains), stat="a_gain", n_perm=500)
-    assert t["n"] == [3] * 4
-    np.testing.assert_allclose(t["values"], [4.0, 3.0, 2.0, 1.0], atol=1e-9)
+    assert t["n"] == [3] * 5
+    np.testing.assert_allclose(t["values"], [5.0, 4.0, 3.0, 2.0, 1.0], atol=1e-9)
     lts = width_trend(_records(gains), stat="lts", n_perm=500)
-    assert lts["n"] == [4] * 4  # LTS counts the failed runs, as zeros
-    np.testing.assert_allclose(lts["values"], [3.0, 2.25, 1.5, 0.75], atol=1e-9)
+    assert lts["n"] == [4] * 5  # LTS counts the failed runs, as zeros
+    np.testing.assert_allclose(lts["values"], [3.75, 3.0, 2.25, 1.5, 0.75], atol=1e-9)
     with pytest.raises(ValueError):
         width_trend(_records(gains), stat="other")
 
@@ -246,3 +256,68 @@ def test_notebook_without_results_says_not_computed_yet(tmp_path):
     (tmp_path / "empty").mkdir()
     text = _papermill(tmp_path / "width.ipynb", tmp_path / "empty", tmp_path / "empty")
     assert "not computed yet" in text and "Not enough runs" in text
+
+
+def _noisy(spread: dict[str, float], runs: int = 6) -> pd.DataFrame:
+    """Complete 2-stage runs whose dense accuracies spread by ``spread[w]`` % of their mean
+    and whose gains are that spread times a factor shared by all widths: "smaller models
+    benefit more" entirely because they are noisier."""
+    z = np.array([-1.5, -0.5, 0.0, 0.5, 1.5, 0.2])[:runs]
+    factor = np.array([1.0, 1.2, 0.8, 1.1, 0.9, 1.05])[:runs]
+    rows = []
+    for name, pct in spread.items():
+        for run in range(runs):
+            dense = 60.0 * (1 + pct / 100 * z[run])
+            for stage, acc in enumerate([dense, dense * (1 + pct * factor[run] / 100)]):
+                rows.append(dict(arch=name, run=run, stage=stage, density=0.84**stage,
+                                 val_acc=acc, test_acc=acc, traj_len=1.0, traj_len_2d=1.0,
+                                 config='{"stages": 2}', data_checksum="x"))
+    return pd.DataFrame(rows)
+
+
+def test_noise_alone_is_told_from_size():
+    from lth_book.width import noise_statement, width_null
+
+    spread = dict(zip(WIDTHS, [4.0, 2.0, 1.0, 0.5, 0.25], strict=True))
+    df = _noisy(spread)
+    trends = {s: width_trend(df, s, n_perm=2000) for s in ("a_gain", "a_gain_sigma")}
+    assert trends["a_gain"]["status"] == "supported"  # the raw gain falls with size...
+    assert trends["a_gain_sigma"]["status"] == "not shown"  # ...but not in units of noise
+    null = width_null(df, n_sim=2000)
+    assert list(null.index) == WIDTHS
+    dense = df[df["stage"] == 0].groupby("arch")["test_acc"]
+    np.testing.assert_allclose(null["noise_pct"], (100 * dense.std() / dense.mean())[WIDTHS])
+    assert null["sr_null"].between(40, 60).all()  # K = 2, exchangeable: P(success) = 1/2
+    text = noise_statement(null, trends)
+    assert "cannot credit it to size" in text and "Spearman rho with size -1.00" in text
+    # gains that fall faster than the noise: size matters beyond it
+    df2 = _noisy(dict(zip(WIDTHS, [1.0] * 5, strict=True)))
+    df2.loc[df2["stage"] == 1, "test_acc"] *= df2.loc[df2["stage"] == 1, "arch"].map(
+        dict(zip(WIDTHS, [1.04, 1.03, 1.02, 1.01, 1.0], strict=True)))
+    t2 = {s: width_trend(df2, s, n_perm=2000) for s in ("a_gain", "a_gain_sigma")}
+    assert t2["a_gain"]["status"] == t2["a_gain_sigma"]["status"] == "supported"
+    assert "size matters beyond the noise" in noise_statement(width_null(df2, n_sim=500), t2)
+
+
+def test_ensure_width_computes_only_what_is_missing(tmp_path):
+    from lth_book.width import ensure_width
+
+    kw = dict(results=tmp_path, widths=["lenet5-w0.125"], data="synthetic:48:24")
+    assert ensure_width("smoke", runs=0, **kw).empty  # 0 runs: reads, computes nothing
+    df = ensure_width("smoke", runs=1, **kw)
+    assert set(df["arch"]) == {"lenet5-w0.125"} and sorted(df["stage"]) == [0, 1]
+    records = sorted((tmp_path / "width" / "lenet5-w0.125").rglob("stage-*.json"))
+    before = [(p, p.read_bytes(), p.stat().st_mtime_ns) for p in records]
+    ensure_width("smoke", runs=1, **kw)
+    assert [(p, p.read_bytes(), p.stat().st_mtime_ns) for p in records] == before
+    with pytest.raises(ValueError, match="not a width of the study"):
+        ensure_width("smoke", runs=1, results=tmp_path, widths=["resnet18"])
+
+
+def test_width_cli_refuses_bad_input_in_one_line(tmp_path):
+    for args in (["--width", "lenet5-w3"], ["--runs", "0"]):
+        r = subprocess.run([sys.executable, "-m", "lth_book.width", "--results", str(tmp_path),
+                            *args], capture_output=True, text=True, cwd=ROOT)
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+        assert r.stderr.strip().splitlines()[-1].count("error") == 1
+    assert not any(tmp_path.iterdir())  # nothing written

@@ -42,6 +42,7 @@ class Profile:
     baseline_runs: int = 0
     results: str = "results"  # default results folder, relative to the repository
     workers: int | None = None  # CPU processes training runs (None: one per core)
+    width_runs: int = 0  # runs per width the width chapter computes (0: it reads the stored)
     note: str = ""
 
 
@@ -62,7 +63,9 @@ PROFILES: dict[str, Profile] = {
              "pruning): a small budget, far from the paper's 50 runs of 7 architectures"),
     "paper": Profile(
         "paper", list(ARCHITECTURES), runs=50, baseline_archs=["lenet5", "pnasnet_a"],
-        baseline_runs=10, note="the paper's protocol: 7 architectures x 50 runs x K=5"),
+        baseline_runs=10, width_runs=50,
+        note="the paper's protocol: 7 architectures x 50 runs x K=5 (and the LeNet-5 width "
+             "family with 50 runs per width)"),
 }
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import html
 import itertools
 import math
+import os
 from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
@@ -378,6 +379,9 @@ RULES = {
           "successful runs below 0, in more than half of the architectures computed."),
     "fig5": ("Reproduced when the Best Sparse TL_gain's 95 % interval lies above 0 in every "
              "architecture computed and the Sparsest Matching TL_gain is below it in each."),
+    "width": ("Reproduced when the per-run LTS falls with log parameter count across LeNet-5 "
+              f"widths (two-sided permutation p < {ALPHA}, at least 3 widths with 3 or more "
+              "complete runs each); not reproduced when it does not; not computed otherwise."),
 }
 
 CHAPTERS = {"difficulty": ("difficulty", "Ticket-search difficulty"),
@@ -385,12 +389,15 @@ CHAPTERS = {"difficulty": ("difficulty", "Ticket-search difficulty"),
             "lts": ("quality", "Quality of winning tickets"),
             "b": ("expressivity", "Expressivity"),
             "c": ("expressivity", "Expressivity"),
-            "fig5": ("expressivity", "Expressivity")}
+            "fig5": ("expressivity", "Expressivity"),
+            "width": ("width", "Size alone")}
 
 CLAIMS = {
     "difficulty": ("§3.1, Fig. 2", "Ticket search gets harder as models grow"),
     "a": ("(a), Fig. 3", "Smaller models benefit more from ticket search"),
     "lts": ("Fig. 4, Table 2", "The LTS score decreases with model size"),
+    "width": ("(a), one family", "Smaller models benefit more when size is all that changes "
+              "(LeNet-5 at several widths, our own test)"),
     "b": ("(b), Fig. 6", "Mild pruning increases expressive power (and lowers the "
           "generalization gap)"),
     "c": ("(c), Table 2", "Excessive pruning reduces expressivity while retaining test-set "
@@ -440,12 +447,14 @@ def _majority(flags: list[bool]) -> bool:
     return bool(flags) and sum(flags) > len(flags) / 2
 
 
-def findings(df: pd.DataFrame, seed: int = 0, null: pd.DataFrame | None = None) -> pd.DataFrame:
+def findings(df: pd.DataFrame, seed: int = 0, null: pd.DataFrame | None = None,
+             width_results: str | os.PathLike | None = None) -> pd.DataFrame:
     """One row per claim of the paper: its evidence, ours (with uncertainty) and the verdict.
 
-    ``df`` holds the records shown (LAMP). Columns: id, where (in the paper), claim, paper,
-    ours (the test's result), detail (per-architecture numbers behind it), verdict (one of
-    `VERDICTS`), rule (`RULES`), chapter (document name), chapter_title, scope
+    ``df`` holds the records shown (LAMP); the width row reads the width study stored under
+    ``width_results`` (None: the repository's results). Columns: id, where (in the paper),
+    claim, paper, ours (the test's result), detail (per-architecture numbers behind it),
+    verdict (one of `VERDICTS`), rule (`RULES`), chapter (document name), chapter_title, scope
     (architectures computed out of the paper's seven).
     """
     from .claims import bootstrap_ci, size_trend
@@ -524,6 +533,15 @@ def findings(df: pd.DataFrame, seed: int = 0, null: pd.DataFrame | None = None) 
     add("lts",
         f"Printed LTS {per_arch(paper['lts'])}; {_trend_text(p_lts)}.",
         lts_text + " LTS per architecture (95 % bootstrap interval):", booted("lts"), verdict)
+
+    # (a) within one family: the width study
+    from .width import width_finding
+
+    w = width_finding(width_results, seed=seed)
+    add("width", "None: the paper varies architecture and size together.",
+        w["ours"] + (" Per width:" if w["detail"] else ""), w["detail"],
+        {"supported": REPRODUCED, "not enough runs": NOT_COMPUTED}.get(w["status"],
+                                                                       NOT_REPRODUCED))
 
     # (b): TL_gain after the first pruning stage
     stage1 = _per_run_tl_gain(df, 1)

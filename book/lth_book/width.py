@@ -1,14 +1,16 @@
-"""The width study: LeNet-5 at widths 0.25, 0.5, 1 and 2, trained and searched alike.
+"""The width study: LeNet-5 at widths 1/8 to 2 (`WIDTHS`), trained and searched alike.
 
 Does ticket search favour small models when size is all that changes? The paper compares seven
 architectures that differ in depth, blocks and normalization as much as in size; scaling the
 channels and hidden units of one network changes only the parameter count.
 
-Records: ``<results>/width/<name>/`` for ``lenet5-w0.25``, ``lenet5-w0.5``, ``lenet5-w2``
-and ``<results>/lenet5/`` for width 1 (`load_width`). Only complete runs (all K stages
-recorded) count: an unfinished run would pass for a failed search. `width_summary` gives per
-width SR (exact binomial interval), Best Sparse A_gain mean ± std, LTS (Student-t interval of
-its per-run mean) and TL_gain; `width_trend` tests the trend with size; `fig_width` draws it.
+Records: ``<results>/width/<name>/`` for every width but 1, ``<results>/lenet5/`` for width 1
+(`width_roots`, `load_width`). Only complete runs (all K stages recorded) count: an unfinished
+run would pass for a failed search. `width_summary` gives per width SR (exact binomial
+interval), Best Sparse A_gain mean ± std (bootstrap interval of the mean), LTS (Student-t
+interval of its per-run mean) and TL_gain; `width_trend` tests the trend with size;
+`width_null` and `noise_statement` ask whether noise alone explains it; `fig_width` draws it.
+``python -m lth_book.width --runs N`` (or ``make width``) computes missing runs, resumably.
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ from .profiles import REPO_ROOT
 # The study's widths, smallest first.
 WIDTHS: list[str] = sorted(WIDTH_FAMILY, key=WIDTH_PARAM_COUNTS.get)
 STATS: dict[str, str] = {"sr": "SR (%)", "a_gain": "Best Sparse A_gain (%)", "lts": "LTS",
-                         "tl_gain": "Best Sparse TL_gain (%)"}
+                         "tl_gain": "Best Sparse TL_gain (%)",
+                         "a_gain_sigma": "Best Sparse A_gain / dense std"}
 _NAMES = {"sr": "SR", "a_gain": "Best Sparse A_gain", "lts": "LTS",
-          "tl_gain": "Best Sparse TL_gain"}
+          "tl_gain": "Best Sparse TL_gain",
+          "a_gain_sigma": "Best Sparse A_gain in units of the width's own dense spread"}
 MIN_RUNS = 3
 
 
@@ -121,9 +125,11 @@ def setup_notes(df: pd.DataFrame) -> list[str]:
 
 def per_run(df: pd.DataFrame, select_on: str = "test") -> pd.DataFrame:
     """One row per complete run: arch, run, params, success, a_gain and tl_gain (Best Sparse,
-    NaN without a winner), sr (100 x success) and lts (a_gain if success else 0: LTS is the
-    mean of this over runs)."""
-    cols = ["arch", "run", "params", "success", "a_gain", "tl_gain", "sr", "lts"]
+    NaN without a winner), sr (100 x success), lts (a_gain if success else 0: LTS is the
+    mean of this over runs) and a_gain_sigma (a_gain over the width's dense test-accuracy std
+    in accuracy points relative to its mean, i.e. the gain in units of run-to-run noise)."""
+    cols = ["arch", "run", "params", "success", "a_gain", "tl_gain", "sr", "lts",
+            "a_gain_sigma"]
     if df.empty:
         return pd.DataFrame(columns=cols)
     done, _ = complete_runs(df)
@@ -136,6 +142,9 @@ def per_run(df: pd.DataFrame, select_on: str = "test") -> pd.DataFrame:
         "tl_gain": s["best_sparse_tl_gain"]})
     out["sr"] = 100.0 * out["success"]
     out["lts"] = np.where(out["success"], out["a_gain"].fillna(0.0), 0.0)
+    dense = done[done["stage"] == 0].groupby("arch")["test_acc"]
+    noise = 100.0 * dense.std(ddof=1) / dense.mean()  # the spread, in A_gain's units (%)
+    out["a_gain_sigma"] = out["a_gain"] / out["arch"].map(noise)
     return out[cols].reset_index(drop=True)
 
 
@@ -145,7 +154,8 @@ def width_summary(df: pd.DataFrame, level: float = 0.95, select_on: str = "test"
 
     Columns: width, params, runs (with any record), complete_runs, incomplete_runs,
     n_success, sr with sr_lo/sr_hi (Clopper-Pearson, percent), a_gain_mean/a_gain_std
-    (Best Sparse, over successful runs), lts with lts_lo/lts_hi (Student-t interval of the
+    (Best Sparse, over successful runs) with a_gain_lo/a_gain_hi (percentile bootstrap of
+    its mean, `bootstrap_mean_ci`), lts with lts_lo/lts_hi (Student-t interval of the
     mean over runs of success x A_gain, cut at 0 where it cannot be negative: selection on
     test accuracy), tl_gain_mean/tl_gain_std (Best Sparse),
     dense_test_acc_mean/std, status: "ok", "not enough runs" (fewer than ``min_runs``
@@ -172,6 +182,8 @@ def width_summary(df: pd.DataFrame, level: float = 0.95, select_on: str = "test"
                          ("dense_test_acc_mean", "dense_test_acc_mean"),
                          ("dense_test_acc_std", "dense_test_acc_std")):
             row[col] = float(t[src]) if t is not None else math.nan
+        gains = r.loc[r["success"], "a_gain"].to_numpy(dtype=float)
+        row["a_gain_lo"], row["a_gain_hi"] = bootstrap_mean_ci(gains, level)
         lo, hi = mean_ci(r["lts"].to_numpy(dtype=float), level)
         # selected on test accuracy, a winner's gain is >= 0, so LTS is too
         row["lts_lo"], row["lts_hi"] = (max(0.0, lo) if select_on == "test" else lo), hi
@@ -181,8 +193,21 @@ def width_summary(df: pd.DataFrame, level: float = 0.95, select_on: str = "test"
     out = pd.DataFrame.from_dict(rows, orient="index")
     out.index.name = "arch"
     first = ["width", "params", "runs", "complete_runs", "incomplete_runs", "n_success", "sr",
-             "sr_lo", "sr_hi", "a_gain_mean", "a_gain_std", "lts", "lts_lo", "lts_hi"]
+             "sr_lo", "sr_hi", "a_gain_mean", "a_gain_std", "a_gain_lo", "a_gain_hi", "lts",
+             "lts_lo", "lts_hi"]
     return out[first + [c for c in out.columns if c not in first]]
+
+
+def bootstrap_mean_ci(values: np.ndarray, level: float = 0.95, n_boot: int = 4000,
+                      seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of a mean (NaN with fewer than 2 values)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if len(v) < 2:
+        return math.nan, math.nan
+    means = v[np.random.default_rng(seed).integers(0, len(v), (n_boot, len(v)))].mean(axis=1)
+    lo, hi = np.percentile(means, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
+    return float(lo), float(hi)
 
 
 def width_statements(summary: pd.DataFrame, level: float = 0.95) -> list[str]:
@@ -198,7 +223,10 @@ def width_statements(summary: pd.DataFrame, level: float = 0.95) -> list[str]:
         text = head + sr_statement(int(r["n_success"]), int(r["complete_runs"]), level)
         if r["n_success"]:
             std = "" if math.isnan(r["a_gain_std"]) else f" ± {r['a_gain_std']:.2f}"
-            text += (f" Best Sparse A_gain {r['a_gain_mean']:.2f}{std} %, LTS {r['lts']:.2f}"
+            boot = (f" (mean's {100 * level:.0f} % bootstrap interval {r['a_gain_lo']:.2f} to "
+                    f"{r['a_gain_hi']:.2f})" if math.isfinite(r["a_gain_lo"]) else "")
+            text += (f" Best Sparse A_gain {r['a_gain_mean']:.2f}{std} %{boot}, "
+                     f"LTS {r['lts']:.2f}"
                      + (f" ({100 * level:.0f} % CI {r['lts_lo']:.2f} to {r['lts_hi']:.2f})"
                         if math.isfinite(r["lts_lo"]) else "") + ".")
         if r["status"] == "not enough runs":
@@ -209,7 +237,7 @@ def width_statements(summary: pd.DataFrame, level: float = 0.95) -> list[str]:
 
 def _values(pr: pd.DataFrame, stat: str) -> pd.DataFrame:
     """Per-run values whose mean per width is the statistic (A_gain, TL_gain: successes)."""
-    if stat in ("a_gain", "tl_gain"):
+    if stat in ("a_gain", "tl_gain", "a_gain_sigma"):
         pr = pr[pr["success"]]
     return pr[["arch", "params", stat]].rename(columns={stat: "y"}).dropna()
 
@@ -395,3 +423,240 @@ def study(results_dir: str | os.PathLike = "results", stored_results: str | os.P
         fallback, root = root, absolute(stored_results)
     df = load_width(root)
     return df, width_summary(df, level=level, min_runs=min_runs), root, fallback
+
+
+def width_null(df: pd.DataFrame, n_sim: int = 4000, seed: int = 0) -> pd.DataFrame:
+    """Per width (complete runs only): what pure run-to-run noise at that width's own dense
+    spread gives (`claims.null_model`, both modes; the exchangeable one by default), beside the
+    measured SR and A_gain, with their one-sided p-values."""
+    from .claims import null_model
+
+    done = complete_runs(df)[0] if len(df) else df
+    varied = [w for w in WIDTHS if (done["arch"] == w).any() and
+              done.loc[(done["arch"] == w) & (done["stage"] == 0), "test_acc"].std() > 0]
+    if not varied:
+        return pd.DataFrame()
+    null = null_model(done[done["arch"].isin(varied)], n_sim=n_sim, seed=seed)
+    null["params"] = null.index.map(WIDTH_PARAM_COUNTS)
+    null["noise_pct"] = 100.0 * null["sigma"] / null["dense_mean"]
+    return null.loc[[w for w in WIDTHS if w in null.index]]
+
+
+def noise_statement(null: pd.DataFrame, trends: dict[str, dict], alpha: float = 0.05) -> str:
+    """Can the data tell "smaller models benefit more" from "smaller models are noisier"?
+
+    ``trends`` holds `width_trend` results for "a_gain" and "a_gain_sigma". If the gain falls
+    with size but the gain in units of each width's own spread does not, the fall is what noise
+    alone predicts (a ticket is the best of K-1 noisy stages, so its gain scales with the
+    spread); if both fall, size matters beyond noise.
+    """
+    if null.empty or len(null) < 3:
+        return ("Too few widths with complete runs to relate the gain to each width's own "
+                "run-to-run spread.")
+    order = null.sort_values("params")
+    spreads = ", ".join(f"{r.noise_pct:.2f} % ({int(r.params):,} parameters)"
+                        for r in order.itertuples())
+    rho = spearman(np.log10(order["params"].to_numpy(float)), order["noise_pct"].to_numpy(float))
+    beyond = [w for w, r in order.iterrows() if r["p_a_gain"] < alpha]
+    text = (f"Run-to-run spread of the dense accuracy, relative to its mean (the unit of "
+            f"A_gain): {spreads}; Spearman rho with size {rho:.2f}. ")
+    text += (f"The measured Best Sparse A_gain is beyond what that noise alone gives "
+             f"(one-sided p < {alpha:g}) at {len(beyond)} of {len(order)} widths"
+             + (f" ({', '.join(beyond)})" if beyond else "") + ". ")
+    raw, scaled = trends.get("a_gain", {}), trends.get("a_gain_sigma", {})
+    if raw.get("status") == "supported" and scaled.get("status") != "supported":
+        text += ("A_gain falls with size, but the gain in units of each width's own spread "
+                 "does not: the fall is what noise alone predicts, so our data cannot credit it "
+                 "to size.")
+    elif raw.get("status") == "supported":
+        text += ("A_gain falls with size even in units of each width's own spread: size "
+                 "matters beyond the noise.")
+    elif raw.get("status") in ("not shown", "contradicted"):
+        text += "A_gain does not fall with size, so there is no fall for the noise to explain"
+        if scaled.get("status") == "supported":
+            text += "; in units of each width's own spread it does fall"
+        elif scaled.get("status") in ("not shown", "contradicted"):
+            text += "; in units of each width's own spread it does not fall either"
+        text += "."
+    else:
+        text += "Not enough runs to test either trend."
+    return text
+
+
+def _frac(w: float) -> str:
+    """A width as the reader says it: 1/8, 1/4, 1/2, 1, 2."""
+    return f"1/{round(1 / w)}" if w < 1 and float(1 / w).is_integer() else f"{w:g}"
+
+
+def family_markdown(summary: pd.DataFrame) -> str:
+    """The widths, their parameter counts and the span, against the paper's size range."""
+    from .paper import PAPER_PARAMS
+    from .tables import name
+
+    counts = [WIDTH_PARAM_COUNTS[w] for w in WIDTHS]
+    span = counts[-1] / counts[0]
+    lenet = PAPER_PARAMS["lenet5"]
+    near = min(PAPER_PARAMS, key=lambda a: abs(math.log(PAPER_PARAMS[a] / (lenet * span))))
+    parts = ", ".join(f"{_frac(WIDTH_FAMILY[w])} ({c:,})" for w, c in zip(WIDTHS, counts,
+                                                                          strict=True))
+    text = (f"Widths (parameters): {parts}. The family spans a factor {span:.0f} in size, "
+            f"about the span from LeNet-5 ({lenet / 1000:.0f}K) to {name(near)} "
+            f"({PAPER_PARAMS[near] / 1e6:.2f}M) in the paper.")
+    ok = summary[summary["status"] == "ok"]
+    if len(ok) >= 2:
+        lo, hi = ok["params"].min(), ok["params"].max()
+        text += (f" With enough complete runs to count so far: {len(ok)} widths, "
+                 f"{int(lo):,} to {int(hi):,} parameters (a factor {hi / lo:.0f}).")
+    text += (" If size alone makes ticket search pay off more, SR, A_gain and LTS should fall "
+             "from the narrowest width to the widest.")
+    return text
+
+
+def records_markdown(summary: pd.DataFrame, root: Path, fallback: Path | None) -> str:
+    """Which records were read, per width, and how to compute a missing study."""
+    lines = []
+    if fallback is not None:
+        lines.append(f"`{fallback}` holds no width records; the chapter reads `{root}`.")
+    if int(summary["runs"].sum()) == 0:
+        lines.append(f"**The width study is not computed yet** (nothing under `{root}/width/` "
+                     f"or `{root}/lenet5/`). Computing it: `make width RUNS=8`.")
+    else:
+        lines.append("Records read: " + "; ".join(
+            f"{name}: {int(r.complete_runs)} complete run(s)"
+            + (f", {int(r.incomplete_runs)} in progress" if r.incomplete_runs else "")
+            for name, r in summary.iterrows()) + ".")
+    return "\n\n".join(lines)
+
+
+def summary_table(summary: pd.DataFrame):
+    """Per width, in the paper's units: accuracy and gains to 2 decimals, SR as a whole
+    percent, mean ± std in one cell, intervals beside."""
+    from .tables import ci, pct, pm, styled
+
+    rows = []
+    for _, r in summary.iterrows():
+        rows.append({
+            "width": _frac(r["width"]), "parameters": int(r["params"]),
+            "complete runs": int(r["complete_runs"]),
+            "dense test acc. (%)": pm(r["dense_test_acc_mean"], r["dense_test_acc_std"]),
+            "SR": pct(r["sr"]), "SR 95 % exact": ci(r["sr_lo"], r["sr_hi"], pct),
+            "Best Sparse A_gain (%)": pm(r["a_gain_mean"], r["a_gain_std"]),
+            "A_gain mean, 95 % bootstrap": ci(r["a_gain_lo"], r["a_gain_hi"]),
+            "LTS": r["lts"], "LTS 95 % t": ci(r["lts_lo"], r["lts_hi"]),
+            "Best Sparse TL_gain (%)": pm(r["tl_gain_mean"], r["tl_gain_std"]),
+            "status": r["status"]})
+    return styled(pd.DataFrame(rows), caption="The width study, per width (complete runs only)")
+
+
+def null_table(null: pd.DataFrame):
+    """Measured SR and A_gain per width beside what noise at its own spread gives."""
+    from .tables import num, pct, styled
+
+    rows = [{"width": _frac(WIDTH_FAMILY[w]), "runs": int(r["n_runs"]),
+             "dense std (points)": r["sigma"], "spread (% of mean)": r["noise_pct"],
+             "SR": pct(r["sr_measured"]), "SR, noise alone": pct(r["sr_null"]),
+             "p (SR)": num(r["p_sr"], 3),
+             "A_gain (%)": r["a_gain_measured"], "A_gain, noise alone": r["a_gain_null"],
+             "p (A_gain)": num(r["p_a_gain"], 3),
+             "A_gain, noise alone (noise-free dense)": r["a_gain_null_dense"]}
+            for w, r in null.iterrows()]
+    return styled(pd.DataFrame(rows), caption="Null model per width: searches where pruning "
+                  "changes nothing, at each width's own run-to-run spread (exchangeable; the "
+                  "last column: the dense accuracy taken as noise-free)")
+
+
+def verdict_markdown(trends: dict[str, dict], null: pd.DataFrame) -> str:
+    """The chapter's verdict on claim (a) within one family, with its numbers and rule."""
+    main = trends["lts"]
+    text = [f"**{main['verdict']}**", f"Rule: {main['rule']}"]
+    status = main["status"]
+    if status == "not enough runs":
+        text.append("So far the width study cannot confirm or refute the paper's claim that "
+                    "smaller models benefit more from ticket search; the verdict updates as "
+                    "runs complete.")
+    elif status == "supported":
+        noise = trends.get("a_gain_sigma", {}).get("status")
+        text.append("Within one architecture, size alone reproduces the paper's direction: "
+                    "the narrower LeNet-5s gain more from ticket search"
+                    + ("." if noise == "supported" else
+                       ", though the gain in units of each width's own noise does not fall, "
+                       "so noise alone may explain it."))
+    elif status == "contradicted":
+        text.append("Within one architecture, size alone goes against the paper's direction: "
+                    "the wider LeNet-5s gain more from ticket search.")
+    else:
+        text.append("Within one architecture, changing size alone does not produce the "
+                    "paper's trend beyond what run-to-run noise explains at this number of "
+                    "runs; the trend across the paper's architectures may come from their "
+                    "other differences, or be too small to see with these runs.")
+    text.append("Caveats: one architecture family, one data set, our recipe (the paper gives "
+                "none), and a CPU budget of a few runs per width instead of 50.")
+    return "\n\n".join(text)
+
+
+def width_finding(results: str | os.PathLike | None = None, n_perm: int = 10_000,
+                  seed: int = 0) -> dict[str, str]:
+    """The findings page's row for claim (a) within one family: {ours, detail, status}."""
+    df = load_width(results)
+    summary = width_summary(df)
+    t = width_trend(df, "lts", n_perm=n_perm, seed=seed)
+    detail = [f"{_frac(r['width'])} ({int(r['params']):,} parameters): LTS {r['lts']:.2f}, "
+              f"SR {r['sr']:.0f} % over {int(r['complete_runs'])} runs"
+              for _, r in summary.iterrows() if r["complete_runs"] > 0]
+    return {"ours": t["verdict"], "detail": detail, "status": t["status"]}
+
+
+def ensure_width(profile: str = "quick", results: str | os.PathLike | None = None,
+                 runs: int | None = None, widths: list[str] | None = None,
+                 data: str | None = None, device: str = "auto",
+                 workers: int | None = None, progress: bool = False) -> pd.DataFrame:
+    """Compute (resumably) whatever the study lacks: ``runs`` complete runs (default: the
+    profile's ``width_runs``; 0 computes nothing) of each width, in `width_roots`; returns the
+    records (`load_width`). Stored runs are reused, never retrained."""
+    from .profiles import ensure_results, get_profile
+
+    prof = get_profile(profile)
+    runs = prof.width_runs if runs is None else runs
+    roots = width_roots(results)
+    for name in widths or WIDTHS:
+        if name not in roots:
+            raise ValueError(f"{name!r} is not a width of the study; choose from "
+                             f"{', '.join(WIDTHS)}")
+        if runs > 0:
+            ensure_results(prof, results=roots[name].parent, data=data, archs=[name],
+                           runs=runs, device=device, workers=workers, progress=progress)
+    return load_width(results)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m lth_book.width``: compute the width study's missing runs."""
+    import argparse
+    import sys
+
+    from .profiles import PROFILES
+
+    parser = argparse.ArgumentParser(prog="python -m lth_book.width",
+                                     description="Compute (resumably) the width study.")
+    parser.add_argument("--runs", type=int, default=8, help="complete runs per width")
+    parser.add_argument("--width", action="append", dest="widths", metavar="NAME",
+                        help=f"one width (repeatable; default all: {', '.join(WIDTHS)})")
+    parser.add_argument("--profile", default="quick", choices=list(PROFILES),
+                        help="recipe and data of this book profile")
+    parser.add_argument("--results", default=None, help="results folder (default: results/)")
+    parser.add_argument("--data", default=None, help="data spec (default: the profile's)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--workers", type=int, default=None, help="CPU processes")
+    args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error("--runs must be >= 1")
+    try:
+        ensure_width(args.profile, args.results, args.runs, args.widths, args.data,
+                     args.device, args.workers, progress=sys.stderr.isatty())
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

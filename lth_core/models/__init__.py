@@ -92,6 +92,7 @@ def parse_width(name: str) -> float:
 
 # The study's widths (issue "Does ticket search favour small models?"), by parameter count.
 WIDTH_FAMILY: dict[str, float] = {
+    "lenet5-w0.125": 0.125,
     "lenet5-w0.25": 0.25,
     "lenet5-w0.5": 0.5,
     "lenet5": 1.0,
@@ -100,6 +101,7 @@ WIDTH_FAMILY: dict[str, float] = {
 
 # Exact trainable-parameter counts of the width family at num_classes=10.
 WIDTH_PARAM_COUNTS: dict[str, int] = {
+    "lenet5-w0.125": 1_189,
     "lenet5-w0.25": 4_257,
     "lenet5-w0.5": 15_888,
     "lenet5": 62_006,
