@@ -10,6 +10,8 @@
    ``results_dir``, ``device`` and, when given, ``data`` (``-p name value``). The committed
    notebooks stay without outputs. Plumbing stays off the page: the cell papermill injects
    (tag ``injected-parameters``) and the ``parameters`` cell get myst-nb's ``remove-cell``.
+   The kernels run with ``lth_book.setup.STATIC_BOOK_ENV`` set, so the chapters emit their
+   pre-rendered stage sliders but no live ipywidgets (a static page has no kernel).
 3. MathJax, RequireJS and the ipywidgets HTML manager are installed from the npm registry
    (``npm ci`` with the pinned ``package-lock.json``, into ``_build/npm``) and copied into the
    staging folder, where ``_config.yml`` points Sphinx and myst-nb at them.
@@ -18,8 +20,9 @@
 
 The profile names, the default profile and each profile's results folder are owned by
 ``lth_book.profiles``, imported only to resolve them (so the table-of-contents helpers stay
-light); otherwise only the standard library, papermill and jupyter-book are used, and the
-build works for any set of notebooks listed in ``_toc.yml``.
+light), as is ``lth_book.setup`` for the name of the static-book variable; otherwise only
+the standard library, papermill and jupyter-book are used, and the build works for any set
+of notebooks listed in ``_toc.yml``.
 """
 
 from __future__ import annotations
@@ -142,11 +145,20 @@ def hide_plumbing(path: Path) -> int:
     return n
 
 
+def kernel_env() -> dict[str, str]:
+    """The environment of papermill and its kernels: the chapters learn that they render the
+    static book (``lth_book.setup.STATIC_BOOK_ENV``), which has no kernel for live widgets."""
+    profiles()  # lth_book importable
+    from lth_book.setup import STATIC_BOOK_ENV
+
+    return dict(os.environ, PYTHONUNBUFFERED="1", **{STATIC_BOOK_ENV: "1"})
+
+
 def execute(root: Path, stage: Path, notebooks: list[Path], params: dict[str, str],
             keep_going: bool = False, timeout: int | None = None) -> dict[str, float]:
     """papermill each notebook into the staging folder; the seconds each one took."""
     times, failed = {}, []
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = kernel_env()
     for nb in notebooks:
         out = stage / nb
         out.parent.mkdir(parents=True, exist_ok=True)

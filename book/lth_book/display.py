@@ -2,7 +2,8 @@
 
 In JupyterLab an ipywidgets slider redraws the figure from stored results; in the static
 HTML book, where no kernel runs, a pre-rendered frame per stage sits behind a plain HTML
-range input. ``stage_slider`` emits both.
+range input. ``stage_slider`` always emits the static one and, with ``widget``, the live
+one (chapters ask for it where a kernel serves the page: ``setup.live_widgets``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ def stage_frames(draw: Callable[[int], Figure], stages: list[int]) -> list[str]:
 
 def stage_slider(draw: Callable[[int], Figure], stages: list[int], title: str,
                  slider_id: str, widget: bool = True, caption: str | None = None):
-    """Display the static slider (for the HTML book) and, when asked, the live widget.
+    """Display the static slider (for the HTML book) and, when asked, the live widget (the
+    ipywidgets box, returned; None without it).
 
     With ``caption`` the slider is a captioned ``<figure>`` ("Figure N: ..." under it).
     """

@@ -7,6 +7,10 @@ cell can be left off the page; the chapter shows what it needs through the retur
 ``ch.df`` (the records shown), ``ch.archs`` (by size), ``ch.t2`` (Table 2 of them),
 ``ch.sources_markdown()``, ``ch.figure(fig, caption)`` (numbered, captioned figures),
 ``ch.slider(...)``, ``ch.md(text)`` and ``ch.findings`` (the verdicts of `tables.findings`).
+
+``ch.slider`` shows the live ipywidgets slider only where a reader's kernel runs behind the
+page (JupyterLab): ``book/build.py`` sets ``STATIC_BOOK_ENV`` for the kernels papermill runs,
+since the static HTML book has no kernel and needs only the pre-rendered slider.
 """
 
 from __future__ import annotations
@@ -31,6 +35,21 @@ from .profiles import (
 )
 
 FIGURE_DPI = 110
+# Set to "1" by book/build.py for the kernels that execute the chapters of the static book
+STATIC_BOOK_ENV = "LTH_BOOK_STATIC"
+
+
+def live_widgets() -> bool:
+    """Whether chapters show live ipywidgets: only in a kernel with a front end that can run
+    them (JupyterLab), not while the static book is built (``STATIC_BOOK_ENV`` set) and not
+    in plain Python (where a widget would print as ``VBox(...)``)."""
+    if os.environ.get(STATIC_BOOK_ENV, "") not in ("", "0"):
+        return False
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    return getattr(get_ipython(), "kernel", None) is not None
 
 
 def _results_path(profile: Profile, results_dir: str | os.PathLike | None) -> Path:
@@ -94,10 +113,12 @@ class Page:
         display(HTML(figure_html(fig, self.number(key or caption), caption)))
 
     def slider(self, draw, stages: list[int], caption: str, slider_id: str) -> None:
-        """A stage slider (pre-rendered frames, for the static book) as a numbered figure."""
+        """A stage slider as a numbered figure: pre-rendered frames (what the static book can
+        show) and, in a live kernel (`live_widgets`), the ipywidgets slider redrawing
+        ``draw(stage)``."""
         from .display import stage_slider
 
-        stage_slider(draw, stages, caption, slider_id, widget=False,
+        stage_slider(draw, stages, caption, slider_id, widget=live_widgets(),
                      caption=f"Figure {self.number(slider_id)}: {caption}")
 
     def table(self, sty) -> None:

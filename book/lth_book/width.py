@@ -402,17 +402,22 @@ def fig_width(summary: pd.DataFrame, stats: tuple[str, ...] = ("sr", "a_gain", "
 
 
 def study(results_dir: str | os.PathLike = "results", stored_results: str | os.PathLike =
-          "results", level: float = 0.95, min_runs: int = MIN_RUNS
+          "results", level: float = 0.95, min_runs: int = MIN_RUNS, profile: str = "quick",
+          data: str | None = None, device: str = "auto"
           ) -> tuple[pd.DataFrame, pd.DataFrame, Path, Path | None]:
     """The chapter's data: (records, per-width summary, folder read, folder it fell back from).
 
-    Relative paths are from the repository. When ``results_dir`` holds no width records (a
-    smoke build's folder), ``stored_results`` is read instead and named as the fallback.
+    First computes what ``profile`` asks of the study (`ensure_width`: the paper profile's 50
+    runs per width; nothing for quick and smoke). Relative paths are from the repository.
+    When ``results_dir`` holds no width records (a smoke build's folder), ``stored_results``
+    is read instead and named as the fallback.
     """
     from .profiles import REPO_ROOT
 
     def absolute(p: str | os.PathLike) -> Path:
         return Path(p) if Path(p).is_absolute() else REPO_ROOT / p
+
+    ensure_width(profile, absolute(results_dir), data=data, device=device)
 
     def has_width(root: Path) -> bool:
         return any(any(r.glob("run-*/stage-*.json"))
