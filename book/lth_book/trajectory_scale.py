@@ -70,7 +70,7 @@ def measure(model: nn.Module, arcs: dict[str, Tensor], n_points: int) -> dict[st
     """Mean length over each arc set's pairs, for every definition (one forward per pair)."""
     from lth_core.analysis.trajectory import _measuring, _outputs, curve_length, project_2d
 
-    sums: dict[str, list[float]] = {key(*d): [] for d in _definitions()}
+    sums: dict[str, list[float]] = {key(*d): [] for d in _definitions() if d[0] in arcs}
     with _measuring(model):
         for arc_name, pairs in arcs.items():
             for pair in pairs:
@@ -272,3 +272,40 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def display_table(record: dict[str, Any]) -> pd.DataFrame:
+    """The chapter's table: one row per definition (total lengths), the paper's row first."""
+    paper = _paper_dense()
+    g_mean, g_std = _paper_tl_gain_lenet5()
+    t = scale_table(record)
+    total, step = t[t["length"] == "total"], t[t["length"] == "mean step"]
+    rows = [{"definition": "the paper (Table 2)", "LeNet-5": paper["lenet5"],
+             "ResNet32": paper["resnet32"], "ratio": paper["resnet32"] / paper["lenet5"],
+             "LeNet-5 TL_gain (%)": f"{g_mean:.3f} ± {g_std:.2f}",
+             "factor off (total)": "", "factor off (mean step)": ""}]
+    for (_, r), (_, s) in zip(total.iterrows(), step.iterrows(), strict=True):
+        rows.append({"definition": f"{r['arc']}; {r['output']}; {r['space']}"
+                                   + (" (ours)" if r["ours"] else ""),
+                     "LeNet-5": r["lenet5"], "ResNet32": r["resnet32"], "ratio": r["ratio"],
+                     "LeNet-5 TL_gain (%)": f"{r['lenet5_tl_gain']:.2f}",
+                     "factor off (total)": f"{r['worst_factor']:.0f}",
+                     "factor off (mean step)": f"{s['worst_factor']:.0f}"})
+    return pd.DataFrame(rows)
+
+
+def provenance_markdown(record: dict[str, Any]) -> str:
+    """Where the numbers come from, from the record itself."""
+    p = record["provenance"]
+    le, re = record["models"]["lenet5"]["dense"], record["models"]["resnet32"]["dense"]
+    return (f"Computed by `python -m lth_book.trajectory_scale` on {p['device']} "
+            f"({p['threads']} torch thread(s), host {p['host']}), torch {p['torch_version']}, "
+            f"commit `{p['git_commit'][:12]}`, data {p['data_name']} (checksum "
+            f"`{p['data_checksum'][:12]}`): LeNet-5 trained its full recipe ({le['epochs']} "
+            f"epochs, best at {le['best_epoch']}, {le['test_acc']:.2f} % test accuracy) and "
+            f"then one LAMP stage (16 % pruned, rewound); ResNet32 trained {re['epochs']} of "
+            f"its {re['recipe']['max_epochs']} epochs ({re['test_acc']:.2f} %), all this CPU "
+            f"allowed; {record['n_pairs']} arcs of {record['n_points']} points per definition, "
+            "run 0's initial weights and the search's own arcs. Lengths grow with training "
+            "(the record keeps them after epochs 0, 1, 2, 5, 10 and 20), so ResNet32's are a "
+            "lower bound of a fully trained one's.")
