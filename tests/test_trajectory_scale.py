@@ -61,3 +61,11 @@ def test_compute_writes_every_definition_and_the_chapter_reads_it(tmp_path):
     assert len(shown) == 13 and shown["definition"].iloc[0].startswith("the paper")
     assert "535 times apart" in ts.scale_paragraph(record)
     assert ts.load(tmp_path / "missing.json") is None
+    # one network recomputed, the other's entry kept as stored
+    again = ts.compute(out, "synthetic:60:40", lenet_epochs=1, n_pairs=1, n_points=16,
+                       archs=("lenet5",), log=lambda m: None)
+    kept = dict(again["models"]["resnet32"])
+    assert kept.pop("provenance") == record["provenance"]
+    assert kept == {k: v for k, v in record["models"]["resnet32"].items() if k != "provenance"}
+    assert set(again["models"]["lenet5"]["stage1"]["by_epoch"]["0"]) == keys  # rewound, untrained
+    assert "before any training" in ts.scale_paragraph(again)

@@ -115,13 +115,16 @@ def _train(model: nn.Module, arch: str, data, epochs: int | None, masks, seed: i
 
 def compute(out: str | os.PathLike = RESULT, data_spec: str | None = None,
             resnet_epochs: int = 2, n_pairs: int = 8, n_points: int = 1000,
-            lenet_epochs: int | None = None,
-            threads: int = 1, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train the two networks, measure every definition, write and return the JSON record.
+            lenet_epochs: int | None = None, threads: int = 1,
+            archs: tuple[str, ...] = ("lenet5", "resnet32"),
+            log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train the networks, measure every definition, write and return the JSON record.
 
-    LeNet-5 trains its full recipe unless ``lenet_epochs`` caps it (tests do)."""
+    LeNet-5 trains its full recipe unless ``lenet_epochs`` caps it (tests do). Only ``archs``
+    are computed; the others are kept from the record already at ``out``, if any (each
+    model's entry carries its own provenance)."""
     from lth_core.analysis.trajectory import arc_pairs
-    from lth_core.config import SearchConfig
+    from lth_core.config import SearchConfig, default_train_config
     from lth_core.data import load_data, normalize
     from lth_core.engine.search import init_model, run_seed
     from lth_core.engine.seeding import derive_seed
@@ -134,13 +137,18 @@ def compute(out: str | os.PathLike = RESULT, data_spec: str | None = None,
     device = resolve_device("auto")
     data = load_data(data_spec or str(SHARED_DATA))
     search = SearchConfig()
+    prov = {**provenance(device), "data_name": data.name, "data_checksum": data.checksum,
+            "threads": threads}
+    old = load(out) if Path(out).exists() else None
+    keep = {} if old is None or (old["n_pairs"], old["n_points"]) != (n_pairs, n_points) \
+        else {a: {"provenance": old["provenance"], **e} for a, e in old["models"].items()}
     record: dict[str, Any] = {
         "what": "dense trajectory lengths under each candidate definition",
-        "provenance": {**provenance(device), "data_name": data.name,
-                       "data_checksum": data.checksum, "threads": threads},
-        "n_pairs": n_pairs, "n_points": n_points, "models": {}}
+        "provenance": prov, "n_pairs": n_pairs, "n_points": n_points, "models": keep}
     raw = data.test.images.float() / 255.0
     for arch, epochs in (("lenet5", lenet_epochs), ("resnet32", resnet_epochs)):
+        if arch not in archs:
+            continue
         arc_seed = derive_seed(arch, "arcs", search.seed)  # the search's own arcs
         arcs = {"images": arc_pairs(normalize(data.test.images, data.mean, data.std),
                                     n_pairs, seed=arc_seed),
@@ -152,14 +160,16 @@ def compute(out: str | os.PathLike = RESULT, data_spec: str | None = None,
         at = {0, 1, 2, 5, 10, 20}
         log(f"{arch}: training the dense network")
         dense = _train(model, arch, data, epochs, None, seed, device, at, arcs, n_points, log)
-        entry = {"dense": dense}
-        if arch == "lenet5":  # one LAMP stage, rewound: TL_gain under each definition
+        entry = {"provenance": prov, "recipe_max_epochs": default_train_config(arch).max_epochs,
+                 "dense": dense}
+        if arch == "lenet5":  # one LAMP stage, rewound: TL_gain under each definition,
+            # before training (epoch 0: the rewound, pruned initial weights) and after
             masks = lamp_masks(model, search.prune_rate)
             model.load_state_dict(theta_init)
             apply_masks(model, masks)
             log(f"{arch}: training stage 1 (16 % pruned, rewound)")
             sparse = _train(model, arch, data, epochs, masks, derive_seed(seed, "stage", 1),
-                               device, set(), arcs, n_points, log)
+                            device, {0}, arcs, n_points, log)
             entry["stage1"] = sparse
         record["models"][arch] = entry
     path = Path(out)
@@ -223,6 +233,16 @@ def _factor(ours: float, paper: float) -> float:
     return max(ours / paper, paper / ours)
 
 
+def _label(k: str) -> str:
+    arc, output, space = k.split("/")
+    return f"{ARCS[arc]}, {OUTPUTS[output]}, {SPACES[space]}"
+
+
+def _closest(lengths: dict[str, float], target: float) -> tuple[str, float]:
+    k = min(lengths, key=lambda k: _factor(lengths[k], target))
+    return k, lengths[k]
+
+
 def scale_paragraph(record: dict[str, Any]) -> str:
     """The outcome in sentences whose numbers come from the record."""
     t = scale_table(record)
@@ -234,8 +254,9 @@ def scale_paragraph(record: dict[str, Any]) -> str:
     ratios = t.drop_duplicates(["arc", "output", "space"])
     lo, hi = ratios["ratio"].min(), ratios["ratio"].max()
     gains = ratios["lenet5_tl_gain"].abs()
+    lenet = record["models"]["lenet5"]
     res = record["models"]["resnet32"]["dense"]
-    le = record["models"]["lenet5"]["dense"]
+    le = lenet["dense"]
     text = (
         f"Our definition gives {ours['lenet5']:.2f} for LeNet-5 (dense, "
         f"{le['test_acc']:.2f} % test accuracy) where the paper prints "
@@ -247,13 +268,29 @@ def scale_paragraph(record: dict[str, Any]) -> str:
         f"The closest single definition ({best['arc']}, {best['output']}, "
         f"{best['space']}, {best['length']} length) is still a factor "
         f"{best['worst_factor']:.0f} off one of the two. "
-        f"LeNet-5's TL_gain after one pruning stage is {gains.min():.2f} % to "
+        f"LeNet-5's TL_gain after one trained pruning stage is {gains.min():.2f} % to "
         f"{gains.max():.2f} % in magnitude across the definitions, against the paper's "
         f"{g_mean:.3f} ± {g_std:.2f} % for its Best Sparse tickets.")
+    init = le["by_epoch"].get("0")
+    if init is not None:
+        k_le, v_le = _closest(init, paper["lenet5"])
+        k_rn, v_rn = _closest(res["final"], paper["resnet32"])
+        text += (
+            f" Untrained, at its initial weights, LeNet-5's lengths are "
+            f"{min(init.values()):.4f} to {max(init.values()):.2f}; the closest to the "
+            f"paper's {paper['lenet5']:.2f} is {v_le:.2f} ({_label(k_le)}), while the "
+            f"closest to its ResNet32 {paper['resnet32']:.2f} is the trained ResNet32's "
+            f"{v_rn:.2f} ({_label(k_rn)}).")
+        rewound = lenet.get("stage1", {}).get("by_epoch", {}).get("0")
+        if rewound is not None:
+            g0 = [abs(rewound[k] - init[k]) / init[k] * 100 for k in init if init[k] > 0]
+            text += (f" Pruning 16 % of LeNet-5's weights and rewinding, before any "
+                     f"training, changes its length by {min(g0):.2f} % to {max(g0):.2f} % "
+                     "across the definitions.")
     if best["worst_factor"] > 3:
-        text += (" No definition we tried reproduces both printed scales: the paper's "
-                 "LeNet-5 lengths are not on the scale of its ResNet32 lengths under any "
-                 "one of them, so we compare only gains, never absolute lengths.")
+        text += (" No definition we tried puts both printed numbers on one scale: the "
+                 "paper's LeNet-5 lengths are not on the scale of its ResNet32 lengths under "
+                 "any one of them, so the book compares only gains, never absolute lengths.")
     return text
 
 
@@ -265,8 +302,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="ResNet32's training epochs (its recipe runs 40)")
     parser.add_argument("--pairs", type=int, default=8, help="arcs per definition")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--only", choices=["lenet5", "resnet32"], default=None,
+                        help="recompute one network, keeping the other's stored entry")
     args = parser.parse_args(argv)
+    archs = (args.only,) if args.only else ("lenet5", "resnet32")
     compute(args.out, args.data, args.resnet_epochs, args.pairs, threads=args.threads,
+            archs=archs,
             log=lambda m: print(time.strftime("%H:%M:%S"), m, flush=True))
 
 
@@ -296,15 +337,24 @@ def display_table(record: dict[str, Any]) -> pd.DataFrame:
 
 def provenance_markdown(record: dict[str, Any]) -> str:
     """Where the numbers come from, from the record itself."""
-    p = record["provenance"]
-    le, re = record["models"]["lenet5"]["dense"], record["models"]["resnet32"]["dense"]
-    return (f"Computed by `python -m lth_book.trajectory_scale` on {p['device']} "
-            f"({p['threads']} torch thread(s), host {p['host']}), torch {p['torch_version']}, "
-            f"commit `{p['git_commit'][:12]}`, data {p['data_name']} (checksum "
-            f"`{p['data_checksum'][:12]}`): LeNet-5 trained its full recipe ({le['epochs']} "
+    from lth_core.config import default_train_config
+
+    models = record["models"]
+    le, re = models["lenet5"]["dense"], models["resnet32"]["dense"]
+    where = []
+    for arch, label in (("lenet5", "LeNet-5"), ("resnet32", "ResNet32")):
+        p = models[arch].get("provenance", record["provenance"])
+        where.append(f"{label} on {p['device']} ({p['threads']} torch thread(s), host "
+                     f"{p['host']}), torch {p['torch_version']}, commit "
+                     f"`{p['git_commit'][:12]}`, data {p['data_name']} (checksum "
+                     f"`{p['data_checksum'][:12]}`)")
+    recipe = models["resnet32"].get("recipe_max_epochs",
+                                    default_train_config("resnet32").max_epochs)
+    return (f"Computed by `python -m lth_book.trajectory_scale`: {'; '.join(where)}. "
+            f"LeNet-5 trained its full recipe ({le['epochs']} "
             f"epochs, best at {le['best_epoch']}, {le['test_acc']:.2f} % test accuracy) and "
             f"then one LAMP stage (16 % pruned, rewound); ResNet32 trained {re['epochs']} of "
-            f"its {re['recipe']['max_epochs']} epochs ({re['test_acc']:.2f} %), all this CPU "
+            f"its {recipe} epochs ({re['test_acc']:.2f} %), all this CPU "
             f"allowed; {record['n_pairs']} arcs of {record['n_points']} points per definition, "
             "run 0's initial weights and the search's own arcs. Lengths grow with training "
             "(the record keeps them after epochs 0, 1, 2, 5, 10 and 20), so ResNet32's are a "
