@@ -536,7 +536,11 @@ def records_markdown(summary: pd.DataFrame, root: Path, fallback: Path | None) -
 def summary_table(summary: pd.DataFrame):
     """Per width, in the paper's units: accuracy and gains to 2 decimals, SR as a whole
     percent, mean ± std in one cell, intervals beside."""
-    from .tables import ci, pct, pm, styled
+    from .tables import ci, num, pct, pm, styled
+
+    def with_ci(value: str, lo: float, hi: float, fmt=num) -> str:
+        return value if not (math.isfinite(lo) and math.isfinite(hi)) else \
+            f"{value} ({ci(lo, hi, fmt)})"
 
     rows = []
     for _, r in summary.iterrows():
@@ -544,13 +548,13 @@ def summary_table(summary: pd.DataFrame):
             "width": _frac(r["width"]), "parameters": int(r["params"]),
             "complete runs": int(r["complete_runs"]),
             "dense test acc. (%)": pm(r["dense_test_acc_mean"], r["dense_test_acc_std"]),
-            "SR": pct(r["sr"]), "SR 95 % exact": ci(r["sr_lo"], r["sr_hi"], pct),
+            "SR (95 % exact)": with_ci(pct(r["sr"]), r["sr_lo"], r["sr_hi"], pct),
             "Best Sparse A_gain (%)": pm(r["a_gain_mean"], r["a_gain_std"]),
             "A_gain mean, 95 % bootstrap": ci(r["a_gain_lo"], r["a_gain_hi"]),
-            "LTS": r["lts"], "LTS 95 % t": ci(r["lts_lo"], r["lts_hi"]),
-            "Best Sparse TL_gain (%)": pm(r["tl_gain_mean"], r["tl_gain_std"]),
-            "status": r["status"]})
-    return styled(pd.DataFrame(rows), caption="The width study, per width (complete runs only)")
+            "LTS (95 % t)": with_ci(num(r["lts"]), r["lts_lo"], r["lts_hi"]),
+            "Best Sparse TL_gain (%)": pm(r["tl_gain_mean"], r["tl_gain_std"])})
+    return styled(pd.DataFrame(rows), caption="The width study, per width (complete runs "
+                  "only; n/a: not computed, or no successful run)")
 
 
 def null_table(null: pd.DataFrame):
@@ -558,16 +562,18 @@ def null_table(null: pd.DataFrame):
     from .tables import num, pct, styled
 
     rows = [{"width": _frac(WIDTH_FAMILY[w]), "runs": int(r["n_runs"]),
-             "dense std (points)": r["sigma"], "spread (% of mean)": r["noise_pct"],
-             "SR": pct(r["sr_measured"]), "SR, noise alone": pct(r["sr_null"]),
+             "dense spread (% of mean)": r["noise_pct"],
+             "SR: ours / noise": f"{pct(r['sr_measured'])} / {pct(r['sr_null'])}",
              "p (SR)": num(r["p_sr"], 3),
-             "A_gain (%)": r["a_gain_measured"], "A_gain, noise alone": r["a_gain_null"],
+             "A_gain (%): ours / noise": f"{num(r['a_gain_measured'])} / "
+                                         f"{num(r['a_gain_null'])}",
              "p (A_gain)": num(r["p_a_gain"], 3),
-             "A_gain, noise alone (noise-free dense)": r["a_gain_null_dense"]}
+             "A_gain, noise-free dense": r["a_gain_null_dense"]}
             for w, r in null.iterrows()]
     return styled(pd.DataFrame(rows), caption="Null model per width: searches where pruning "
-                  "changes nothing, at each width's own run-to-run spread (exchangeable; the "
-                  "last column: the dense accuracy taken as noise-free)")
+                  "changes nothing, at each width's own run-to-run spread (exchangeable: the "
+                  "dense accuracy as noisy as the others; the last column takes it as "
+                  "noise-free); p: one-sided, of ours under the exchangeable null")
 
 
 def verdict_markdown(trends: dict[str, dict], null: pd.DataFrame) -> str:
