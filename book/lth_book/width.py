@@ -534,9 +534,31 @@ def records_markdown(summary: pd.DataFrame, root: Path, fallback: Path | None) -
 
 
 def summary_table(summary: pd.DataFrame):
+    """`summary_frame` as the book's HTML table."""
+    from .tables import styled
+
+    return styled(summary_frame(summary), caption="The width study, per width (complete runs "
+                  "only; n/a: not computed, or no successful run)")
+
+
+def summary_markdown(summary: pd.DataFrame) -> str:
+    """`summary_frame` as a Markdown table (for the README)."""
+    f = summary_frame(summary).astype(str)
+    f["parameters"] = [f"{int(p):,}" for p in summary["params"]]
+    lines = ["| " + " | ".join(f.columns) + " |", "|" + "---|" * len(f.columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in f.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def summary_frame(summary: pd.DataFrame) -> pd.DataFrame:
     """Per width, in the paper's units: accuracy and gains to 2 decimals, SR as a whole
     percent, mean ± std in one cell, intervals beside."""
-    from .tables import ci, num, pct, pm, styled
+    from .tables import ci, num, pct
+    from .tables import pm as _pm
+
+    def pm(mean: float, std: float) -> str:  # one run has no std; none has no mean
+        return "n/a" if not math.isfinite(mean) else num(mean) if not math.isfinite(std) \
+            else _pm(mean, std)
 
     def with_ci(value: str, lo: float, hi: float, fmt=num) -> str:
         return value if not (math.isfinite(lo) and math.isfinite(hi)) else \
@@ -553,8 +575,7 @@ def summary_table(summary: pd.DataFrame):
             "A_gain mean, 95 % bootstrap": ci(r["a_gain_lo"], r["a_gain_hi"]),
             "LTS (95 % t)": with_ci(num(r["lts"]), r["lts_lo"], r["lts_hi"]),
             "Best Sparse TL_gain (%)": pm(r["tl_gain_mean"], r["tl_gain_std"])})
-    return styled(pd.DataFrame(rows), caption="The width study, per width (complete runs "
-                  "only; n/a: not computed, or no successful run)")
+    return pd.DataFrame(rows)
 
 
 def null_table(null: pd.DataFrame):
