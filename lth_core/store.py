@@ -41,6 +41,15 @@ RECORD_KEYS = ("arch", "run", "stage", "density", "val_acc", "test_acc", "traj_l
                "traj_len_2d", "epochs", "best_epoch")
 
 
+SEARCH_META = "search.json"  # DIR/<arch>/search.json: what makes a folder a result set
+
+
+def find_searches(root: str | os.PathLike) -> list[tuple[ResultsStore, str]]:
+    """Every (store, arch) under ``root`` at any depth, by its search metadata file."""
+    return [(ResultsStore(p.parent.parent), p.parent.name)
+            for p in sorted(Path(root).rglob(SEARCH_META))]
+
+
 class StoreError(ValueError):
     """The results path cannot be used (a file, unwritable, or holds other experiments)."""
 
@@ -126,13 +135,23 @@ class ResultsStore:
                       if p.name[4:].isdigit())
 
     # -- search metadata ---------------------------------------------------------------------
+    def search_path(self, arch: str) -> Path:
+        return self.root / arch / SEARCH_META
+
+    def read_search(self, arch: str) -> dict[str, Any] | None:
+        """The config and data every run of ``arch`` used; None if absent or unreadable."""
+        try:
+            return json.loads(self.search_path(arch).read_text())
+        except (OSError, ValueError):
+            return None
+
     def check_search(self, arch: str, meta: dict[str, Any]) -> None:
         """Refuse to mix runs of different configs or data in one folder; record the first.
 
         ``meta`` holds what must match (config without ``stages``, data identity). More stages
         than before are allowed: finished runs then continue.
         """
-        path = self.root / arch / "search.json"
+        path = self.search_path(arch)
         if path.exists():
             try:
                 old = json.loads(path.read_text())

@@ -111,15 +111,15 @@ def _complete(root: Path, arch: str, runs: int, stages: int) -> bool:
 def _check_setup(root: Path, arch: str, cfg: SearchConfig) -> None:
     """Stored runs of another setup must not pass for this profile's (even when complete,
     so that no search, and no check of the store, would run)."""
-    import json
-
     from lth_core.config import to_dict
     from lth_core.store import StoreError, setup_difference
 
-    path = root / arch / "search.json"
-    if not path.exists():
+    store = ResultsStore(root)
+    stored = store.read_search(arch)
+    if stored is None:
         return
-    diff = setup_difference(json.loads(path.read_text()).get("config", {}), to_dict(cfg))
+    path = store.search_path(arch)
+    diff = setup_difference(stored.get("config", {}), to_dict(cfg))
     if diff:
         raise StoreError(f"{path.parent} holds runs of another setup ({diff}); use another "
                          "results_dir")

@@ -11,7 +11,6 @@ never merged: run ``r`` of two sets starts from the same seed, so they are not i
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from lth_core.config import to_dict
-from lth_core.store import ResultsStore, load_results, setup_difference
+from lth_core.store import find_searches, load_results, setup_difference
 
 # more stages than any search has: ``recorded_stages`` counts up to the first missing one
 _ANY_STAGES = 10_000
@@ -56,18 +55,14 @@ def find_result_sets(root: str | os.PathLike, arch: str | None = None) -> list[R
     """Every results set under ``root`` (any depth: each folder holding an architecture's
     ``search.json``), optionally of one architecture; runs and stages as the store reads them."""
     sets = []
-    for meta in sorted(Path(root).rglob("search.json")):
-        arch_dir = meta.parent
-        if arch is not None and arch_dir.name != arch:
+    for store, name in find_searches(root):
+        if arch is not None and name != arch:
             continue
-        try:
-            info = json.loads(meta.read_text())
-        except (OSError, ValueError):
+        info = store.read_search(name)
+        if info is None:
             continue  # an unreadable set is not a candidate; load_results reports records
-        store = ResultsStore(arch_dir.parent)
-        name = arch_dir.name
         runs = {r: store.recorded_stages(name, r, _ANY_STAGES) for r in store.runs(name)}
-        sets.append(ResultSet(arch_dir.parent, name, info.get("config", {}),
+        sets.append(ResultSet(store.root, name, info.get("config", {}),
                               info.get("data", {}).get("name", ""), runs))
     return sets
 
