@@ -469,22 +469,26 @@ def noise_statement(null: pd.DataFrame, trends: dict[str, dict], alpha: float = 
              f"(one-sided p < {alpha:g}) at {len(beyond)} of {len(order)} widths"
              + (f" ({', '.join(beyond)})" if beyond else "") + ". ")
     raw, scaled = trends.get("a_gain", {}), trends.get("a_gain_sigma", {})
-    if raw.get("status") == "supported" and scaled.get("status") != "supported":
+    tested = all(t.get("status") not in (None, "not enough runs") for t in (raw, scaled))
+    if not tested:
+        return text + "Not enough runs to test either trend."
+    text += (f"Best Sparse A_gain changes by {raw['slope']:+.2f} % per tenfold increase in "
+             f"parameters (two-sided permutation p = {raw['p_value']:.3g}); in units of each "
+             f"width's own spread, by {scaled['slope']:+.2f} (p = {scaled['p_value']:.3g}). ")
+    if raw["status"] == "supported" and scaled["status"] != "supported":
         text += ("A_gain falls with size, but the gain in units of each width's own spread "
                  "does not: the fall is what noise alone predicts, so our data cannot credit it "
                  "to size.")
-    elif raw.get("status") == "supported":
+    elif raw["status"] == "supported":
         text += ("A_gain falls with size even in units of each width's own spread: size "
                  "matters beyond the noise.")
-    elif raw.get("status") in ("not shown", "contradicted"):
-        text += "A_gain does not fall with size, so there is no fall for the noise to explain"
-        if scaled.get("status") == "supported":
-            text += "; in units of each width's own spread it does fall"
-        elif scaled.get("status") in ("not shown", "contradicted"):
-            text += "; in units of each width's own spread it does not fall either"
-        text += "."
+    elif raw["slope"] < 0 and scaled["p_value"] > raw["p_value"]:
+        text += ("A_gain tends to fall with size, though not beyond run-to-run noise at this "
+                 "number of runs, and the tendency weakens in units of each width's own "
+                 "spread: what our data show is what noise alone predicts, and they cannot "
+                 "tell the two apart.")
     else:
-        text += "Not enough runs to test either trend."
+        text += "A_gain does not fall with size, so there is no fall for the noise to explain."
     return text
 
 
