@@ -548,7 +548,6 @@ def summary_table(summary: pd.DataFrame):
 def summary_markdown(summary: pd.DataFrame) -> str:
     """`summary_frame` as a Markdown table (for the README)."""
     f = summary_frame(summary).astype(str)
-    f["parameters"] = [f"{int(p):,}" for p in summary["params"]]
     lines = ["| " + " | ".join(f.columns) + " |", "|" + "---|" * len(f.columns)]
     lines += ["| " + " | ".join(row) + " |" for row in f.itertuples(index=False)]
     return "\n".join(lines)
@@ -571,7 +570,7 @@ def summary_frame(summary: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, r in summary.iterrows():
         rows.append({
-            "width": _frac(r["width"]), "parameters": int(r["params"]),
+            "width": _frac(r["width"]), "parameters": f"{int(r['params']):,}",
             "complete runs": int(r["complete_runs"]),
             "dense test acc. (%)": pm(r["dense_test_acc_mean"], r["dense_test_acc_std"]),
             "SR (95 % exact)": with_ci(pct(r["sr"]), r["sr_lo"], r["sr_hi"], pct),
