@@ -68,17 +68,16 @@ def unit_pairs(shape: tuple[int, ...], n_pairs: int, seed: int) -> Tensor:
 
 def measure(model: nn.Module, arcs: dict[str, Tensor], n_points: int) -> dict[str, float]:
     """Mean length over each arc set's pairs, for every definition (one forward per pair)."""
-    from lth_core.analysis.trajectory import _measuring, _outputs, curve_length, project_2d
+    from lth_core.analysis.trajectory import curve_length, output_arc, project_2d
 
     sums: dict[str, list[float]] = {key(*d): [] for d in _definitions() if d[0] in arcs}
-    with _measuring(model):
-        for arc_name, pairs in arcs.items():
-            for pair in pairs:
-                logits = _outputs(model, pair[0], pair[1], n_points).double()
-                outs = {"logits": logits, "softmax": torch.softmax(logits, dim=1)}
-                for o, out in outs.items():
-                    sums[key(arc_name, o, "full")].append(curve_length(out))
-                    sums[key(arc_name, o, "2d")].append(curve_length(project_2d(out)))
+    for arc_name, pairs in arcs.items():
+        for pair in pairs:
+            logits = output_arc(model, pair[0], pair[1], n_points).double()
+            outs = {"logits": logits, "softmax": torch.softmax(logits, dim=1)}
+            for o, out in outs.items():
+                sums[key(arc_name, o, "full")].append(curve_length(out))
+                sums[key(arc_name, o, "2d")].append(curve_length(project_2d(out)))
     return {k: float(np.mean(v)) for k, v in sums.items()}
 
 

@@ -644,10 +644,10 @@ def width_finding(results: str | os.PathLike | None = None, n_perm: int = 10_000
 def ensure_width(profile: str = "quick", results: str | os.PathLike | None = None,
                  runs: int | None = None, widths: list[str] | None = None,
                  data: str | None = None, device: str = "auto",
-                 workers: int | None = None, progress: bool = False) -> pd.DataFrame:
+                 workers: int | None = None, progress: bool = False) -> None:
     """Compute (resumably) whatever the study lacks: ``runs`` complete runs (default: the
-    profile's ``width_runs``; 0 computes nothing) of each width, in `width_roots`; returns the
-    records (`load_width`). Stored runs are reused, never retrained."""
+    profile's ``width_runs``; 0 computes nothing) of each width, in `width_roots` (read them
+    with `load_width`). Stored runs are reused, never retrained."""
     from .profiles import ensure_results, get_profile
 
     prof = get_profile(profile)
@@ -660,7 +660,6 @@ def ensure_width(profile: str = "quick", results: str | os.PathLike | None = Non
         if runs > 0:
             ensure_results(prof, results=roots[name].parent, data=data, archs=[name],
                            runs=runs, device=device, workers=workers, progress=progress)
-    return load_width(results)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -682,8 +681,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--workers", type=int, default=None, help="CPU processes")
     args = parser.parse_args(argv)
-    if args.runs < 1:
-        parser.error("--runs must be >= 1")
+    if args.runs < 1:  # one line, exit 2, as every bad input
+        print("error: --runs must be >= 1", file=sys.stderr)
+        return 2
     try:
         ensure_width(args.profile, args.results, args.runs, args.widths, args.data,
                      args.device, args.workers, progress=sys.stderr.isatty())

@@ -107,6 +107,13 @@ def _outputs(model: nn.Module, x0: Tensor, x1: Tensor, n_points: int) -> Tensor:
     return torch.cat([model(chunk) for chunk in batch.split(CHUNK)]).cpu()
 
 
+def output_arc(model: nn.Module, x0: Tensor, x1: Tensor, n_points: int = 1000) -> Tensor:
+    """The model's outputs (logits) on the arc through x0 and x1, (n_points, ...), on the CPU,
+    measured as every length here is (eval mode, no_grad, fp32)."""
+    with _measuring(model):
+        return _outputs(model, x0, x1, n_points)
+
+
 def trajectory_length(
     model: nn.Module, x0: Tensor, x1: Tensor, n_points: int = 1000, project_2d: bool = False
 ) -> float:
