@@ -528,7 +528,7 @@ def records_markdown(summary: pd.DataFrame, root: Path, fallback: Path | None) -
         lines.append(f"`{fallback}` holds no width records; the chapter reads `{root}`.")
     if int(summary["runs"].sum()) == 0:
         lines.append(f"**The width study is not computed yet** (nothing under `{root}/width/` "
-                     f"or `{root}/lenet5/`). Computing it: `make width RUNS=8`.")
+                     f"or `{root}/lenet5/`). Computing it: `make width`.")
     else:
         lines.append("Records read: " + "; ".join(
             f"{name}: {int(r.complete_runs)} complete run(s)"
@@ -662,6 +662,62 @@ def ensure_width(profile: str = "quick", results: str | os.PathLike | None = Non
                            runs=runs, device=device, workers=workers, progress=progress)
 
 
+# The CPU study's target: complete runs per width (the issue's minimum; `make width`'s default).
+CPU_RUNS = 8
+README_BEGIN = ("<!-- width-study:begin (written by `make width-readme` from the stored "
+                "records) -->")
+README_END = "<!-- width-study:end -->"
+_UNITS = {"lts": "", "sr": " points", "a_gain": " %", "a_gain_sigma": ""}
+
+
+def readme_section(results: str | os.PathLike | None = None, n_perm: int = 10_000,
+                   seed: int = 0) -> str:
+    """The README's "Size alone" block, every number from the stored study: run counts,
+    per-width table (`summary_markdown`), trends, the noise statement and the verdict."""
+    df = load_width(results)
+    summary = width_summary(df)
+    trends = {k: width_trend(df, k, n_perm=n_perm, seed=seed)
+              for k in ("lts", "sr", "a_gain", "a_gain_sigma")}
+    null = width_null(df)
+    done = summary["complete_runs"]
+    runs = ", ".join(f"{_frac(r.width)}: {int(r.complete_runs)}" for r in summary.itertuples())
+    text = [f"Complete runs per width: {runs} (target {CPU_RUNS}; {int(done.sum())} in all).",
+            summary_markdown(summary)]
+    lts = trends["lts"]
+    if lts["status"] == "not enough runs":
+        text.append(lts["verdict"])
+    else:
+        p = lts["params"]
+        parts = [f"{_NAMES[k]} {t['slope']:+.{0 if k == 'sr' else 2}f}{_UNITS[k]} per tenfold "
+                 f"increase (p = {t['p_value']:.2g})"
+                 for k, t in trends.items() if k != "a_gain_sigma"]
+        beyond = [_NAMES[k] for k, t in trends.items()
+                  if k != "a_gain_sigma" and t["status"] in ("supported", "contradicted")]
+        text.append(
+            f"Trend with log parameter count (two-sided permutation test over runs, "
+            f"{len(p)} widths with at least {MIN_RUNS} complete runs, {p[0]:,} to {p[-1]:,} "
+            f"parameters, {p[-1] / p[0]:.0f}x): " + "; ".join(parts) + ". "
+            + ("No trend is beyond run-to-run noise." if not beyond else
+               f"Beyond run-to-run noise: {', '.join(beyond)}."))
+    text.append(noise_statement(null, trends))
+    text.append("Verdict on claim (a) within one family: " + verdict_markdown(trends, null))
+    return "\n\n".join(text)
+
+
+def write_readme(path: str | os.PathLike, results: str | os.PathLike | None = None) -> bool:
+    """Rewrite the block between `README_BEGIN` and `README_END` in ``path`` with
+    `readme_section`; nothing else in the file changes. True when the text changed."""
+    p = Path(path)
+    old = p.read_text()
+    i, j = old.find(README_BEGIN), old.find(README_END)
+    if i < 0 or j < i:
+        raise ValueError(f"{p} has no width-study block ({README_BEGIN!r} ... {README_END!r})")
+    new = old[:i + len(README_BEGIN)] + "\n" + readme_section(results) + "\n" + old[j:]
+    if new != old:
+        p.write_text(new)
+    return new != old
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m lth_book.width``: compute the width study's missing runs."""
     import argparse
@@ -671,7 +727,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m lth_book.width",
                                      description="Compute (resumably) the width study.")
-    parser.add_argument("--runs", type=int, default=8, help="complete runs per width")
+    parser.add_argument("--runs", type=int, default=CPU_RUNS, help="complete runs per width")
     parser.add_argument("--width", action="append", dest="widths", metavar="NAME",
                         help=f"one width (repeatable; default all: {', '.join(WIDTHS)})")
     parser.add_argument("--profile", default="quick", choices=list(PROFILES),
@@ -680,7 +736,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=None, help="data spec (default: the profile's)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--workers", type=int, default=None, help="CPU processes")
+    parser.add_argument("--readme", metavar="FILE", default=None,
+                        help="compute nothing: rewrite FILE's width-study block from the "
+                             "stored records (README.md)")
     args = parser.parse_args(argv)
+    if args.readme is not None:
+        try:
+            changed = write_readme(args.readme, args.results)
+        except (OSError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"{args.readme}: {'updated' if changed else 'unchanged'}")
+        return 0
     if args.runs < 1:  # one line, exit 2, as every bad input
         print("error: --runs must be >= 1", file=sys.stderr)
         return 2
