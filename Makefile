@@ -13,7 +13,7 @@ RESULTS ?=
 DEVICE ?= auto
 OUT ?= _build
 
-.PHONY: venv test lint book width width-readme
+.PHONY: venv test lint book width readme
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,12 +40,13 @@ book: venv
 # The width study (book/width.ipynb): RUNS complete runs of each LeNet-5 width, or of one
 # (WIDTH=lenet5-w0.25), into results/; continues from the stored records, trains only what is
 # missing. Empty RUNS: the CPU study's 8 (lth_book.width.CPU_RUNS). On a GPU: make width RUNS=50.
-# width-readme rewrites README.md's width-study block from the stored records (computes nothing).
 RUNS ?=
 WIDTH ?=
 width: venv
 	$(PY) -m lth_book.width $(if $(RUNS),--runs $(RUNS)) $(if $(WIDTH),--width $(WIDTH)) \
 		--device $(DEVICE) $(if $(RESULTS),--results $(RESULTS)) $(if $(DATA),--data $(DATA))
 
-width-readme: venv
-	$(PY) -m lth_book.width --readme README.md $(if $(RESULTS),--results $(RESULTS))
+# README.md's generated blocks (the width study, the trajectory scale), rewritten from the
+# stored records in results/ (computes nothing; lth_book.readme). Run it after new records.
+readme: venv
+	$(PY) -m lth_book.readme README.md $(if $(RESULTS),--results $(RESULTS))

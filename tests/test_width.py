@@ -325,35 +325,13 @@ def test_width_cli_refuses_bad_input_in_one_line(tmp_path):
     assert not any(tmp_path.iterdir())  # nothing written
 
 
-def test_readme_block_is_rewritten_from_the_records_and_nothing_else(study, tmp_path):
-    from lth_book.width import README_BEGIN, README_END, readme_section, write_readme
 
-    readme = tmp_path / "README.md"
-    before, after = "# Title\n\nProse before.\n\n", "\n\nProse after.\n"
-    readme.write_text(before + README_BEGIN + "\nstale numbers\n" + README_END + after)
-    assert write_readme(readme, study)
-    text = readme.read_text()
-    assert text.startswith(before + README_BEGIN) and text.endswith(README_END + after)
-    block = text[len(before + README_BEGIN):-len(README_END + after)].strip()
-    assert block == readme_section(study) and "stale numbers" not in block
-    # the counts and the table are the study's: 3 complete runs at 1/8, 3 at 1/2 (one unfinished)
+def test_readme_section_is_the_study(study):
+    from lth_book.width import readme_section
+
+    block = readme_section(study)
+    # 3 complete runs at 1/8, 1/4, 1/2 (the fourth unfinished) and 1; 2 at width 2
     assert "1/8: 3, 1/4: 3, 1/2: 3, 1: 3, 2: 2 (target 8; 14 in all)" in block
-    assert "| 1/2 | 15,888 | 3 |" in block and "**" in block  # the verdict is there
-    assert not write_readme(readme, study)  # idempotent: a second pass changes nothing
-    # a file without the block is refused in one line (exit 2) and left as it was
-    other = tmp_path / "NOTES.md"
-    other.write_text("no block here\n")
-    r = subprocess.run([sys.executable, "-m", "lth_book.width", "--readme", str(other),
-                        "--results", str(study)], capture_output=True, text=True, cwd=ROOT)
-    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    assert other.read_text() == "no block here\n"
-
-
-def test_the_repository_readme_shows_the_stored_study():
-    """README.md's width-study block is what `results/` gives (after new records: run
-    `make width-readme` and commit both)."""
-    from lth_book.width import README_BEGIN, README_END, readme_section
-
-    text = (ROOT / "README.md").read_text()
-    block = text[text.index(README_BEGIN) + len(README_BEGIN):text.index(README_END)].strip()
-    assert block == readme_section(), "README.md's width study is stale: make width-readme"
+    assert "| 1/2 | 15,888 | 3 |" in block and "| 2 | 244,962 | 2 |" in block
+    assert "4 widths with at least 3 complete runs, 1,189 to 62,006 parameters, 52x" in block
+    assert "Verdict on claim (a) within one family: **" in block

@@ -664,16 +664,14 @@ def ensure_width(profile: str = "quick", results: str | os.PathLike | None = Non
 
 # The CPU study's target: complete runs per width (the issue's minimum; `make width`'s default).
 CPU_RUNS = 8
-README_BEGIN = ("<!-- width-study:begin (written by `make width-readme` from the stored "
-                "records) -->")
-README_END = "<!-- width-study:end -->"
 _UNITS = {"lts": "", "sr": " points", "a_gain": " %", "a_gain_sigma": ""}
 
 
 def readme_section(results: str | os.PathLike | None = None, n_perm: int = 10_000,
                    seed: int = 0) -> str:
-    """The README's "Size alone" block, every number from the stored study: run counts,
-    per-width table (`summary_markdown`), trends, the noise statement and the verdict."""
+    """The README's "Size alone" block (`lth_book.readme`), every number from the stored
+    study: run counts, per-width table (`summary_markdown`), trends, the noise statement
+    and the verdict."""
     df = load_width(results)
     summary = width_summary(df)
     trends = {k: width_trend(df, k, n_perm=n_perm, seed=seed)
@@ -684,9 +682,7 @@ def readme_section(results: str | os.PathLike | None = None, n_perm: int = 10_00
     text = [f"Complete runs per width: {runs} (target {CPU_RUNS}; {int(done.sum())} in all).",
             summary_markdown(summary)]
     lts = trends["lts"]
-    if lts["status"] == "not enough runs":
-        text.append(lts["verdict"])
-    else:
+    if lts["status"] != "not enough runs":  # else the verdict says why there is no trend
         p = lts["params"]
         parts = [f"{_NAMES[k]} {t['slope']:+.{0 if k == 'sr' else 2}f}{_UNITS[k]} per tenfold "
                  f"increase (p = {t['p_value']:.2g})"
@@ -702,20 +698,6 @@ def readme_section(results: str | os.PathLike | None = None, n_perm: int = 10_00
     text.append(noise_statement(null, trends))
     text.append("Verdict on claim (a) within one family: " + verdict_markdown(trends, null))
     return "\n\n".join(text)
-
-
-def write_readme(path: str | os.PathLike, results: str | os.PathLike | None = None) -> bool:
-    """Rewrite the block between `README_BEGIN` and `README_END` in ``path`` with
-    `readme_section`; nothing else in the file changes. True when the text changed."""
-    p = Path(path)
-    old = p.read_text()
-    i, j = old.find(README_BEGIN), old.find(README_END)
-    if i < 0 or j < i:
-        raise ValueError(f"{p} has no width-study block ({README_BEGIN!r} ... {README_END!r})")
-    new = old[:i + len(README_BEGIN)] + "\n" + readme_section(results) + "\n" + old[j:]
-    if new != old:
-        p.write_text(new)
-    return new != old
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -736,18 +718,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=None, help="data spec (default: the profile's)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--workers", type=int, default=None, help="CPU processes")
-    parser.add_argument("--readme", metavar="FILE", default=None,
-                        help="compute nothing: rewrite FILE's width-study block from the "
-                             "stored records (README.md)")
     args = parser.parse_args(argv)
-    if args.readme is not None:
-        try:
-            changed = write_readme(args.readme, args.results)
-        except (OSError, ValueError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        print(f"{args.readme}: {'updated' if changed else 'unchanged'}")
-        return 0
     if args.runs < 1:  # one line, exit 2, as every bad input
         print("error: --runs must be >= 1", file=sys.stderr)
         return 2

@@ -1,0 +1,127 @@
+"""The README's numbers, written by code from the stored results.
+
+README.md marks each generated block with ``<!-- NAME:begin ... -->`` and ``<!-- NAME:end -->``
+(`markers`); ``python -m lth_book.readme`` (``make readme``) rewrites every block in `BLOCKS`
+from ``results/`` and changes nothing else in the file. A block inside a list item keeps the
+indentation of its begin marker. Run it after committing new records, and commit both.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from .profiles import REPO_ROOT
+
+README = REPO_ROOT / "README.md"
+
+
+def _width(results: Path | None) -> str:
+    from .width import readme_section
+
+    return readme_section(results)
+
+
+def _trajectory_scale(results: Path | None) -> str:
+    from .trajectory_scale import RESULT, load, scale_paragraph
+
+    path = RESULT if results is None else Path(results) / RESULT.relative_to(RESULT.parents[1])
+    record = load(path)
+    if record is None:
+        return ("Not measured yet (no `results/trajectory-scale/lengths.json`): "
+                "`python -m lth_book.trajectory_scale`.")
+    return scale_paragraph(record)
+
+
+# Block name -> its text from a results folder (None: the repository's results/).
+BLOCKS: dict[str, Callable[[Path | None], str]] = {
+    "width-study": _width,
+    "trajectory-scale": _trajectory_scale,
+}
+
+
+def markers(name: str) -> tuple[str, str]:
+    """The begin and end comments of block ``name``."""
+    return (f"<!-- {name}:begin (written by `make readme` from the stored records) -->",
+            f"<!-- {name}:end -->")
+
+
+def render(name: str, results: str | os.PathLike | None = None) -> str:
+    """Block ``name``'s text, from ``results`` (default: the repository's results/)."""
+    if name not in BLOCKS:
+        raise ValueError(f"no README block {name!r}; the blocks are {', '.join(BLOCKS)}")
+    return BLOCKS[name](None if results is None else Path(results))
+
+
+def block_text(text: str, name: str) -> str | None:
+    """What ``text`` holds between block ``name``'s markers, unindented; None without them."""
+    begin, end = markers(name)
+    i, j = text.find(begin), text.find(end)
+    if i < 0 or j < i:
+        return None
+    inner = text[i + len(begin):j].strip("\n").splitlines()
+    indent = _indent(text, i)
+    return "\n".join(line[len(indent):] if line.startswith(indent) else line
+                     for line in inner).rstrip()
+
+
+def _indent(text: str, at: int) -> str:
+    line = text[text.rfind("\n", 0, at) + 1:at]
+    return line if not line.strip() else ""
+
+
+def write_readme(path: str | os.PathLike = README, results: str | os.PathLike | None = None,
+                 names: list[str] | None = None) -> list[str]:
+    """Rewrite blocks ``names`` (default: every block the file has) of ``path`` from the
+    stored results. Returns the names of the blocks whose text changed. The file must hold at
+    least one block; a block named in ``names`` must be there."""
+    p = Path(path)
+    text = p.read_text()
+    present = [n for n in BLOCKS if block_text(text, n) is not None]
+    for n in names or []:
+        if n not in BLOCKS:
+            raise ValueError(f"no README block {n!r}; the blocks are {', '.join(BLOCKS)}")
+        if n not in present:
+            raise ValueError(f"{p} has no {n!r} block ({markers(n)[0]} ... {markers(n)[1]})")
+    if not present:
+        raise ValueError(f"{p} has no generated block (markers such as {markers('NAME')[0]})")
+    changed = []
+    for n in names or present:
+        begin, end = markers(n)
+        i, j = text.find(begin), text.find(end)
+        indent = _indent(text, i)
+        body = "\n".join(indent + line if line else "" for line in render(n, results).split("\n"))
+        new = text[:i + len(begin)] + "\n" + body + "\n" + indent + text[j:]
+        if new != text:
+            changed.append(n)
+        text = new
+    if changed:
+        p.write_text(text)
+    return changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m lth_book.readme [FILE]``: rewrite the generated blocks; exit 2 on bad input."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m lth_book.readme",
+                                     description="Rewrite the README's generated blocks "
+                                                 "from the stored results (computes nothing).")
+    parser.add_argument("file", nargs="?", default=str(README), help="default: README.md")
+    parser.add_argument("--results", default=None, help="results folder (default: results/)")
+    parser.add_argument("--block", action="append", dest="names", metavar="NAME",
+                        help=f"only this block (repeatable): {', '.join(BLOCKS)}")
+    args = parser.parse_args(argv)
+    try:
+        changed = write_readme(args.file, args.results, args.names)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.file}: " + (f"rewrote {', '.join(changed)}" if changed else "unchanged"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,67 @@
+"""README.md's generated blocks: rewritten from the records, nothing else touched."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lth_book.readme import BLOCKS, block_text, markers, render, write_readme
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _doc(stale: str = "stale 1.23") -> str:
+    wb, we = markers("width-study")
+    tb, te = markers("trajectory-scale")
+    return ("# Title\n\nProse before.\n\n" + wb + "\n" + stale + "\n" + we + "\n\n"
+            "- a bullet that goes on:\n  " + tb + "\n  " + stale + "\n  " + te
+            + "\n- next bullet\n\nProse after.\n")
+
+
+def _outside(text: str) -> str:
+    """``text`` with every block's content cut out (markers and their indentation kept)."""
+    for name in BLOCKS:
+        begin, end = markers(name)
+        i, j = text.index(begin) + len(begin), text.index(end)
+        text = text[:i] + "|" + text[text.rfind("\n", 0, j) + 1:]
+    return text
+
+
+def test_blocks_are_rewritten_from_the_records_and_nothing_else(tmp_path):
+    readme, results = tmp_path / "README.md", tmp_path / "results"
+    results.mkdir()
+    readme.write_text(_doc())
+    assert write_readme(readme, results) == ["width-study", "trajectory-scale"]
+    text = readme.read_text()
+    assert "stale 1.23" not in text
+    for name in BLOCKS:
+        assert block_text(text, name) == render(name, results)
+    assert _outside(text) == _outside(_doc())  # the rest is as it was
+    assert "\n  Not measured yet" in text  # the list item's block stays in the item
+    assert write_readme(readme, results) == []  # idempotent
+
+
+def test_readme_cli_refuses_bad_input_in_one_line(tmp_path):
+    other = tmp_path / "NOTES.md"
+    other.write_text("no block here\n")
+    readme = tmp_path / "README.md"
+    readme.write_text(_doc())
+    for args in ([str(other)], [str(tmp_path / "missing.md")],
+                 [str(readme), "--block", "nonsense"]):
+        r = subprocess.run([sys.executable, "-m", "lth_book.readme", *args,
+                            "--results", str(tmp_path)], capture_output=True, text=True,
+                           cwd=ROOT)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert r.stderr.startswith("error: ")
+    assert other.read_text() == "no block here\n" and readme.read_text() == _doc()
+
+
+@pytest.mark.parametrize("name", list(BLOCKS))
+def test_the_repository_readme_shows_the_stored_results(name):
+    """README.md's blocks are what `results/` gives (after new records: `make readme`, and
+    commit both)."""
+    text = (ROOT / "README.md").read_text()
+    assert block_text(text, name) == render(name), f"README.md's {name} is stale: make readme"
