@@ -335,3 +335,53 @@ def test_readme_section_is_the_study(study):
     assert "| 1/2 | 15,888 | 3 |" in block and "| 2 | 244,962 | 2 |" in block
     assert "4 widths with at least 3 complete runs, 1,189 to 62,006 parameters, 52x" in block
     assert "Verdict on claim (a) within one family: **" in block
+
+
+def test_power_matches_the_permutation_test_it_approximates(monkeypatch):
+    """`width_power`'s normal approximation against the rejection rate of `width_trend`'s
+    permutation test on simulated studies with a known slope and unequal spreads."""
+    from statistics import NormalDist
+
+    import lth_book.width as W
+
+    rng = np.random.default_rng(1)
+    widths = W.WIDTHS[:4]
+    x = np.log10([WIDTH_PARAM_COUNTS[w] for w in widths])
+    sd, slope, n = np.array([2.0, 1.5, 1.0, 0.5]), -0.8, 10
+
+    def frame(k: int) -> pd.DataFrame:
+        y = 3 + slope * (x - x.mean())[:, None] + sd[:, None] * rng.normal(size=(4, k))
+        return pd.DataFrame([{"arch": w, "run": i, "params": WIDTH_PARAM_COUNTS[w],
+                              "success": True, "a_gain": v, "tl_gain": 0.0, "sr": 100.0,
+                              "lts": v, "a_gain_sigma": v}
+                             for w, row in zip(widths, y, strict=True)
+                             for i, v in enumerate(row)])
+
+    current = {}
+    monkeypatch.setattr(W, "per_run", lambda df, select_on="test": current["pr"])
+    records = pd.DataFrame({"arch": ["any"]})  # per_run is replaced: any non-empty frame
+    current["pr"] = frame(n)
+    p = W.width_power(records, "lts", slope=slope)
+    assert p["widths"] == widths and p["n"] == [n] * 4
+    # its prediction for n runs from spreads measured on many (one sample of n would be noisy)
+    current["pr"] = frame(4000)
+    expected = W.width_power(records, "lts", slope=slope, runs=n)["power"]
+    d = x - x.mean()
+    se = math.sqrt((n * d**2 * sd**2).sum()) / (n * d**2).sum()  # from the true spreads
+    assert expected == pytest.approx(NormalDist().cdf(abs(slope) / se - 1.96), abs=0.03)
+    assert 0.3 < expected < 0.7  # a design where the rate is most sensitive to errors
+    hits = 0
+    for _ in range(200):
+        current["pr"] = frame(n)
+        hits += W.width_trend(records, "lts", n_perm=400, n_boot=10)["status"] == "supported"
+    assert abs(hits / 200 - expected) < 0.1, (hits / 200, expected)
+    # more runs, more power; the runs needed give the target
+    current["pr"] = frame(4000)
+    big = W.width_power(records, "lts", slope=slope)
+    assert big["power"] > 0.999
+    assert big["se"] * math.sqrt(4000 / n) == pytest.approx(se, rel=0.05)  # the true spreads
+    small = slope / 20  # needs hundreds of runs: the rounding up to whole runs is negligible
+    runs = W.width_power(records, "lts", slope=small)["runs_needed"]
+    assert runs > 100
+    needed = W.width_power(records, "lts", slope=small * math.sqrt(runs / 4000))
+    assert needed["power"] == pytest.approx(0.8, abs=0.01)

@@ -349,6 +349,95 @@ def width_trend(
     return out
 
 
+def paper_slope(stat: str = "lts") -> float:
+    """The paper's own trend across its seven architectures, per tenfold increase in
+    parameters, in our units: LTS as SR × mean Best Sparse A_gain (our definition; the printed
+    column adds the std), A_gain as its printed Best Sparse mean, SR in points."""
+    from .paper import PAPER_PARAMS, paper_table2
+
+    t = paper_table2()
+    values = {"lts": t["sr"] / 100 * t["best_sparse_a_gain_mean"],
+              "a_gain": t["best_sparse_a_gain_mean"], "sr": t["sr"]}
+    if stat not in values:
+        raise ValueError(f"the paper gives no {stat!r}; choose from {', '.join(values)}")
+    x = np.log10(np.array([PAPER_PARAMS[a] for a in t.index], dtype=float))
+    return float(_slope(x, values[stat].to_numpy(dtype=float)))
+
+
+def width_power(df: pd.DataFrame, stat: str = "lts", slope: float | None = None,
+                min_runs: int = MIN_RUNS, alpha: float = 0.05, target: float = 0.8,
+                runs: int | None = None, select_on: str = "test") -> dict:
+    """Could this study see a trend of ``slope`` per tenfold increase in parameters (default:
+    the paper's own, `paper_slope`)? Normal approximation of the slope test of `width_trend`:
+    with n_w runs of spread s_w at log size x_w, the least-squares slope has standard error
+    sqrt(sum n_w (x_w - m)^2 s_w^2) / sum n_w (x_w - m)^2 (m: the runs' mean log size), and a
+    true slope b is found (two-sided p < alpha, the right sign) with probability
+    Phi(|b| / se - z), z = Phi^-1(1 - alpha / 2).
+
+    Returns stat, slope, widths, n (values per width), se, power, detectable (the slope found
+    with probability ``target``) for the stored runs or, given ``runs``, for that many
+    complete runs at every width (spreads as measured); runs_needed (the same number of complete
+    runs at every width that reaches ``target``; for A_gain, successes in each width's measured
+    proportion) and power_50 (at the paper's 50 runs per width); NaN where fewer than 3
+    widths have ``min_runs`` complete runs.
+    """
+    from statistics import NormalDist
+
+    slope = paper_slope(stat) if slope is None else slope
+    pr = per_run(df, select_on)
+    complete = pr.groupby("arch").size().to_dict() if len(pr) else {}
+    v = _values(pr, stat) if len(pr) else pd.DataFrame(columns=["arch", "params", "y"])
+    widths = [w for w in WIDTHS if complete.get(w, 0) >= min_runs
+              and (v["arch"] == w).sum() >= 2]
+    out = {"stat": stat, "slope": slope, "widths": widths, "n": [], "se": math.nan,
+           "power": math.nan, "detectable": math.nan, "runs_needed": math.nan,
+           "power_50": math.nan, "alpha": alpha, "target": target}
+    if len(widths) < 3:
+        return out
+    x = np.log10(np.array([WIDTH_PARAM_COUNTS[w] for w in widths], dtype=float))
+    ys = [v.loc[v["arch"] == w, "y"].to_numpy(dtype=float) for w in widths]
+    n = np.array([len(y) for y in ys], dtype=float)
+    var = np.array([y.var(ddof=1) for y in ys])
+    share = n / np.array([complete[w] for w in widths], dtype=float)  # values per run
+
+    def se(counts: np.ndarray) -> float:
+        d = x - (counts * x).sum() / counts.sum()
+        return float(np.sqrt((counts * d**2 * var).sum()) / (counts * d**2).sum())
+
+    norm = NormalDist()
+    z, zt = norm.inv_cdf(1 - alpha / 2), norm.inv_cdf(target)
+    power = lambda s: norm.cdf(abs(slope) / s - z) if s > 0 else 1.0
+    se_one = se(share)  # N complete runs at every width: se_one / sqrt(N)
+    if runs is not None:
+        n = runs * share
+    se_now = se(n)
+    out.update(n=[round(k) for k in n], se=se_now, power=power(se_now),
+               detectable=(z + zt) * se_now, power_50=power(se_one / math.sqrt(50)),
+               runs_needed=(math.ceil(((z + zt) * se_one / abs(slope)) ** 2)
+                            if slope else math.inf))
+    return out
+
+
+def power_statement(power: dict) -> str:
+    """The power of the study against the paper's own trend, in sentences."""
+    if not math.isfinite(power["power"]):
+        return ("Too few widths with complete runs to say what trend this study could see.")
+    pct = lambda p: f"{100 * p:.0f} %"
+    what = {"lts": "LTS (SR × mean Best Sparse A_gain, as we compute it)",
+            "a_gain": "Best Sparse A_gain", "sr": "SR"}[power["stat"]]
+    unit = _UNITS.get(power["stat"], "")
+    b, d = power["slope"], power["detectable"]
+    return (f"Across its seven architectures, the paper's {what} changes by {b:+.2f}{unit} per "
+            f"tenfold increase in parameters. At our widths' own run-to-run spread and "
+            f"{'/'.join(map(str, power['n']))} runs, a trend that size would be found "
+            f"(two-sided p < {power['alpha']:g}, normal approximation) with probability "
+            f"{pct(power['power'])}; the smallest trend found with probability "
+            f"{pct(power['target'])} is {d:.2f}{unit} per tenfold, {d / abs(b):.1f} times the "
+            f"paper's. Finding the paper's trend with probability {pct(power['target'])} "
+            f"would take about {power['runs_needed']:,} complete runs per width "
+            f"(at the paper's 50: {pct(power['power_50'])}).")
+
+
 def _tick(name: str) -> str:
     p = WIDTH_PARAM_COUNTS[name]
     return f"{p / 1000:.1f}K\n×{WIDTH_FAMILY[name]:g}"
@@ -600,8 +689,10 @@ def null_table(null: pd.DataFrame):
                   "noise-free); p: one-sided, of ours under the exchangeable null")
 
 
-def verdict_markdown(trends: dict[str, dict], null: pd.DataFrame) -> str:
-    """The chapter's verdict on claim (a) within one family, with its numbers and rule."""
+def verdict_markdown(trends: dict[str, dict], null: pd.DataFrame,
+                     power: dict | None = None) -> str:
+    """The chapter's verdict on claim (a) within one family, with its numbers and rule;
+    ``power`` (`width_power` of LTS) says what a "not shown" is worth."""
     main = trends["lts"]
     text = [f"**{main['verdict']}**", f"Rule: {main['rule']}"]
     status = main["status"]
@@ -624,6 +715,13 @@ def verdict_markdown(trends: dict[str, dict], null: pd.DataFrame) -> str:
                     "paper's trend beyond what run-to-run noise explains at this number of "
                     "runs; the trend across the paper's architectures may come from their "
                     "other differences, or be too small to see with these runs.")
+        if power is not None and math.isfinite(power["power"]):
+            text.append(
+                f"That is not evidence of absence: a trend as large as the paper's own "
+                f"({power['slope']:+.2f} LTS per tenfold increase in parameters) would be "
+                f"found here with probability {100 * power['power']:.0f} %, and finding it "
+                f"with probability {100 * power['target']:.0f} % would take about "
+                f"{power['runs_needed']:,} complete runs per width.")
     text.append("Caveats: one architecture family, one data set, our recipe (the paper gives "
                 "none), and a CPU budget of a few runs per width instead of 50.")
     return "\n\n".join(text)
@@ -638,7 +736,14 @@ def width_finding(results: str | os.PathLike | None = None, n_perm: int = 10_000
     detail = [f"{_frac(r['width'])} ({int(r['params']):,} parameters): LTS {r['lts']:.2f}, "
               f"SR {r['sr']:.0f} % over {int(r['complete_runs'])} runs"
               for _, r in summary.iterrows() if r["complete_runs"] > 0]
-    return {"ours": t["verdict"], "detail": detail, "status": t["status"]}
+    power = width_power(df, "lts")
+    ours = t["verdict"]
+    if t["status"] == "not shown" and math.isfinite(power["power"]):
+        ours += (f" Power against a trend as large as the paper's "
+                 f"({power['slope']:+.2f} per tenfold): {100 * power['power']:.0f} %; about "
+                 f"{power['runs_needed']:,} runs per width would give "
+                 f"{100 * power['target']:.0f} %.")
+    return {"ours": ours, "detail": detail, "status": t["status"]}
 
 
 def ensure_width(profile: str = "quick", results: str | os.PathLike | None = None,
@@ -696,7 +801,10 @@ def readme_section(results: str | os.PathLike | None = None, n_perm: int = 10_00
             + ("No trend is beyond run-to-run noise." if not beyond else
                f"Beyond run-to-run noise: {', '.join(beyond)}."))
     text.append(noise_statement(null, trends))
-    text.append("Verdict on claim (a) within one family: " + verdict_markdown(trends, null))
+    power = width_power(df, "lts")
+    text.append(power_statement(power))
+    text.append("Verdict on claim (a) within one family: "
+                + verdict_markdown(trends, null, power))
     return "\n\n".join(text)
 
 
