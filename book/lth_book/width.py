@@ -214,7 +214,7 @@ def width_statements(summary: pd.DataFrame, level: float = 0.95) -> list[str]:
     """One plain sentence per width of a `width_summary` table."""
     out = []
     for name, r in summary.iterrows():
-        head = f"Width {r['width']:g} ({name}, {int(r['params']):,} parameters): "
+        head = f"Width {_frac(r['width'])} ({name}, {int(r['params']):,} parameters): "
         if r["complete_runs"] == 0:
             extra = (f" ({int(r['incomplete_runs'])} run(s) in progress)"
                      if r["incomplete_runs"] else "")
@@ -429,7 +429,9 @@ def power_statement(power: dict) -> str:
     b, d = power["slope"], power["detectable"]
     return (f"Across its seven architectures, the paper's {what} changes by {b:+.2f}{unit} per "
             f"tenfold increase in parameters. At our widths' own run-to-run spread and "
-            f"{'/'.join(map(str, power['n']))} runs, a trend that size would be found "
+            f"{'/'.join(map(str, power['n']))} "
+            f"{'successful ' if power['stat'] in ('a_gain', 'tl_gain') else ''}runs, a trend "
+            f"that size would be found "
             f"(two-sided p < {power['alpha']:g}, normal approximation) with probability "
             f"{pct(power['power'])}; the smallest trend found with probability "
             f"{pct(power['target'])} is {d:.2f}{unit} per tenfold, {d / abs(b):.1f} times the "
