@@ -446,11 +446,13 @@ def _tick(name: str) -> str:
 
 
 def fig_width(summary: pd.DataFrame, stats: tuple[str, ...] = ("sr", "a_gain", "lts"),
-              paper_lenet5: dict[str, float] | None = None) -> Figure:
+              paper_lenet5: dict[str, float] | None = None,
+              paper_slopes: dict[str, float] | None = None) -> Figure:
     """Each statistic against parameter count (log x), one panel each, with error bars:
     SR's exact binomial interval, A_gain and TL_gain ± std, LTS's t interval. Hollow points:
     widths with too few complete runs to count; widths with none are left out. ``paper_lenet5``
-    ({stat: value}) marks the paper's LeNet-5 row at 61K for reference."""
+    ({stat: value}) marks the paper's LeNet-5 row at 61K for reference; ``paper_slopes``
+    ({stat: change per tenfold}, `paper_slope`) draws the paper's trend through our width 1."""
     fig = Figure(figsize=(3.3 * len(stats), 3.0), layout="constrained")
     axes = fig.subplots(1, len(stats), squeeze=False).ravel()
     shown = summary[summary["complete_runs"] > 0]
@@ -485,9 +487,15 @@ def fig_width(summary: pd.DataFrame, stats: tuple[str, ...] = ("sr", "a_gain", "
             if math.isfinite(yi):
                 ax.annotate(f"n={n}", (xi, yi), textcoords="offset points", xytext=(5, 5),
                             fontsize=7, color="0.3")
+        if paper_slopes and stat in paper_slopes and "lenet5" in shown.index:
+            x1, y1 = WIDTH_PARAM_COUNTS["lenet5"], float(shown.loc["lenet5", col])
+            xs = np.array(ax.get_xlim())
+            ax.plot(xs, y1 + paper_slopes[stat] * np.log10(xs / x1), ls="--", color="0.5",
+                    lw=1, label="paper's trend, through width 1")
         if paper_lenet5 and stat in paper_lenet5:
             ax.plot([61_000], [paper_lenet5[stat]], marker="s", color="0.5", ls="none",
                     label="paper, LeNet-5")
+        if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
     return fig
 
