@@ -215,6 +215,13 @@ def test_fig_width(study):
     fig = fig_width(s, stats=("sr", "a_gain", "lts", "tl_gain"), paper_lenet5={"sr": 68})
     assert len(fig.axes) == 4
     assert all(ax.get_xscale() == "log" for ax in fig.axes)
+    # the paper's trend: a dashed line through width 1 with the given change per tenfold
+    fig = fig_width(s, stats=("lts",), paper_slopes={"lts": -0.5})
+    (line,) = [ln for ln in fig.axes[0].get_lines() if ln.get_linestyle() == "--"]
+    (x0, x1), (y0, y1) = line.get_xdata(), line.get_ydata()
+    assert (y1 - y0) / np.log10(x1 / x0) == pytest.approx(-0.5)
+    assert y0 + -0.5 * np.log10(WIDTH_PARAM_COUNTS["lenet5"] / x0) == pytest.approx(
+        s.loc["lenet5", "lts"])
 
 
 def _papermill(out: Path, results: Path, stored: Path) -> str:
