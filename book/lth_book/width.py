@@ -40,6 +40,9 @@ _NAMES = {"sr": "SR", "a_gain": "Best Sparse A_gain", "lts": "LTS",
           "tl_gain": "Best Sparse TL_gain",
           "a_gain_sigma": "Best Sparse A_gain in units of the width's own dense spread"}
 MIN_RUNS = 3
+# The CPU study's target: complete runs per width (the issue's minimum; `make width`'s default).
+CPU_RUNS = 8
+_UNITS = {"lts": "", "sr": " points", "a_gain": " %", "a_gain_sigma": ""}
 
 
 def _root(results: str | os.PathLike | None) -> Path:
@@ -732,8 +735,11 @@ def verdict_markdown(trends: dict[str, dict], null: pd.DataFrame,
                 f"found here with probability {100 * power['power']:.0f} %, and finding it "
                 f"with probability {100 * power['target']:.0f} % would take about "
                 f"{power['runs_needed']:,} complete runs per width.")
+    counts = sorted(set(main["n"]))
+    runs = (f"{counts[0]}" if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
+            ) if counts else "no"
     text.append("Caveats: one architecture family, one data set, our recipe (the paper gives "
-                "none), and a CPU budget of a few runs per width instead of 50.")
+                f"none), and {runs} complete runs per width where the paper ran 50.")
     return "\n\n".join(text)
 
 
@@ -775,11 +781,6 @@ def ensure_width(profile: str = "quick", results: str | os.PathLike | None = Non
         if runs > 0:
             ensure_results(prof, results=roots[name].parent, data=data, archs=[name],
                            runs=runs, device=device, workers=workers, progress=progress)
-
-
-# The CPU study's target: complete runs per width (the issue's minimum; `make width`'s default).
-CPU_RUNS = 8
-_UNITS = {"lts": "", "sr": " points", "a_gain": " %", "a_gain_sigma": ""}
 
 
 def readme_section(results: str | os.PathLike | None = None, n_perm: int = 10_000,
