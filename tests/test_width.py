@@ -392,3 +392,17 @@ def test_power_matches_the_permutation_test_it_approximates(monkeypatch):
     assert runs > 100
     needed = W.width_power(records, "lts", slope=small * math.sqrt(runs / 4000))
     assert needed["power"] == pytest.approx(0.8, abs=0.01)
+
+
+def test_the_paper_profile_runs_the_family_with_the_papers_50_runs(monkeypatch, tmp_path):
+    import lth_book.profiles as profiles
+    from lth_book.width import ensure_width
+
+    calls = []
+    monkeypatch.setattr(profiles, "ensure_results",
+                        lambda prof, **kw: calls.append((prof.name, kw["archs"], kw["runs"])))
+    ensure_width("quick", results=tmp_path)
+    ensure_width("smoke", results=tmp_path)
+    assert calls == []  # the CPU profiles read the stored study
+    ensure_width("paper", results=tmp_path)
+    assert calls == [("paper", [w], 50) for w in WIDTHS]
