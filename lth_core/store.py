@@ -21,9 +21,11 @@ no heartbeat for ``stale_after`` seconds from another host).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
+import re
 import socket
 import tempfile
 import time
@@ -58,10 +60,25 @@ class CorruptRecordWarning(UserWarning):
     """A record or checkpoint could not be read; it is ignored and recomputed."""
 
 
+TMP_SUFFIX = ".tmp"
+_TMP_OWNER = re.compile(r"\.(\d+)-([0-9a-f]{8})\.[^.]*" + re.escape(TMP_SUFFIX) + "$")
+
+
+def _host_id() -> str:
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _tmp_prefix(name: str) -> str:
+    """A temporary file's name names its writer (pid and host), so that what a killed
+    writer left behind can be told from what a live one is writing."""
+    return f".{name}.{os.getpid()}-{_host_id()}."
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_tmp_prefix(path.name),
+                               suffix=TMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -71,6 +88,31 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def sweep_temporaries(folder: Path, stale_after: float = 3600.0) -> list[Path]:
+    """Remove the temporary files that killed writers left in ``folder``; the removed paths.
+
+    A temporary file is left only when its writer died between creating and renaming it
+    (``kill -9``); it is never part of a result. One whose writer is alive on this host is
+    kept; one from another host (or of an older, unnamed form) is removed only once older
+    than ``stale_after`` seconds.
+    """
+    removed = []
+    host = _host_id()
+    for tmp in folder.glob(f".*{TMP_SUFFIX}") if folder.is_dir() else ():
+        owner = _TMP_OWNER.search(tmp.name)
+        try:
+            if owner and owner.group(2) == host:
+                dead = not _pid_alive(int(owner.group(1)))
+            else:
+                dead = time.time() - tmp.stat().st_mtime > stale_after
+            if dead:
+                tmp.unlink()
+                removed.append(tmp)
+        except FileNotFoundError:  # renamed or swept by another process meanwhile
+            pass
+    return removed
 
 
 def _warn_corrupt(path: Path, err: Exception) -> None:
@@ -103,7 +145,8 @@ class ResultsStore:
             raise StoreError(f"results path {self.root} is a file, not a directory")
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            fd, probe = tempfile.mkstemp(dir=self.root, prefix=".probe.")
+            fd, probe = tempfile.mkstemp(dir=self.root, prefix=_tmp_prefix("probe"),
+                                         suffix=TMP_SUFFIX)
             os.close(fd)
             os.unlink(probe)
         except OSError as err:
@@ -152,6 +195,7 @@ class ResultsStore:
         than before are allowed: finished runs then continue.
         """
         path = self.search_path(arch)
+        sweep_temporaries(path.parent, self.stale_after)
         if path.exists():
             try:
                 old = json.loads(path.read_text())
@@ -258,6 +302,9 @@ class ResultsStore:
         path = self.run_dir(arch, run) / ".lock"
         path.parent.mkdir(parents=True, exist_ok=True)
         held = self._try_lock(path)
+        if held:  # no one else writes in this run's folder now
+            for folder in (path.parent, self.checkpoint_path(arch, run).parent):
+                sweep_temporaries(folder, self.stale_after)
         try:
             yield held
         finally:
