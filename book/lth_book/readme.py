@@ -34,9 +34,16 @@ def _trajectory_scale(results: Path | None) -> str:
     return scale_paragraph(record)
 
 
+def _noise(results: Path | None) -> str:
+    from .noise import readme_section
+
+    return readme_section(results)
+
+
 # Block name -> its text from a results folder (None: the repository's results/).
 BLOCKS: dict[str, Callable[[Path | None], str]] = {
     "width-study": _width,
+    "gain-or-noise": _noise,
     "trajectory-scale": _trajectory_scale,
 }
 
