@@ -3,6 +3,7 @@
 Layout (one folder per architecture and run)::
 
     DIR/<arch>/search.json               the config and data every run of <arch> used
+    DIR/<arch>/code-<sha256>.patch       a dirty checkout's diff against its commit
     DIR/<arch>/run-007/stage-2.json      one record per (arch, run, stage)
     DIR/<arch>/run-007/mask-stage-2.npz  the mask pruning stage 2 produced (stage 3 trains it)
     DIR/<arch>/run-007/init.json         checksum of the run's initial weights
@@ -211,6 +212,19 @@ class ResultsStore:
             if old is not None:
                 return
         atomic_write_bytes(path, json.dumps(meta, indent=1, sort_keys=True).encode())
+
+    def code_patch_path(self, arch: str, sha256: str) -> Path:
+        return self.root / arch / f"code-{sha256}.patch"
+
+    def write_code_patch(self, arch: str, patch: bytes | None) -> Path | None:
+        """Keep a dirty checkout's diff beside the records it computes (named by its hash,
+        which each record's provenance carries); nothing for a clean one."""
+        if not patch:
+            return None
+        path = self.code_patch_path(arch, hashlib.sha256(patch).hexdigest())
+        if not path.exists():
+            atomic_write_bytes(path, patch)
+        return path
 
     # -- records -----------------------------------------------------------------------------
     def write_record(self, record: dict[str, Any]) -> None:

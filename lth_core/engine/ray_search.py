@@ -51,6 +51,7 @@ from lth_core.engine.search import (
 )
 from lth_core.engine.seeding import derive_seed
 from lth_core.engine.train import StageOutcome, TrainingDiverged, train_stage
+from lth_core.provenance import code_patch
 from lth_core.pruning import PRUNERS, Masks, full_masks
 from lth_core.store import ResultsStore
 
@@ -96,6 +97,7 @@ class StageResult:
     hidden: list[tuple[str, np.ndarray]] | None = None
     error: str | None = None  # training diverged
     init_mismatch: bool = False
+    code_patch: bytes | None = None  # the worker's dirty checkout's diff (provenance)
 
 
 def compute_stage(model_fn: Callable[[], nn.Module], data: Dataset, pairs: Tensor,
@@ -177,6 +179,7 @@ def _stage_task(ctx: dict[str, Any], arch: str, cfg: SearchConfig, jobs: list[St
     for res in out:
         if res.record is not None:
             res.record["provenance"].update(node)
+            res.code_patch = code_patch()
     return out
 
 
@@ -320,6 +323,7 @@ class _Driver:
         a, r, k = self.arch, res.run, res.stage
         if self.store.read_init(a, r) is None:
             self.store.write_init(a, r, res.init)
+        self.store.write_code_patch(a, res.code_patch)
         self.store.write_mask(a, r, k, unpack_mask(res.mask))
         self.store.write_record(res.record)
         if res.hidden is not None:

@@ -33,7 +33,7 @@ from lth_core.engine.train import (
     resolve_device,
     train_stage,
 )
-from lth_core.provenance import git_commit, provenance
+from lth_core.provenance import code_patch, git_commit, provenance
 from lth_core.pruning import PRUNERS, Masks, apply_masks, density, full_masks
 from lth_core.store import ResultsStore, load_results
 
@@ -340,6 +340,7 @@ def search_runs(
         raise ValueError(f"population must be >= 1, got {population}")
     store = ResultsStore(results)
     store.check_search(name, search_meta(name, cfg, data))
+    store.write_code_patch(name, code_patch())  # the code of a dirty checkout, recoverable
     pairs = evaluation_pairs(data, name, cfg)
     size = population or auto_population(model_fn, cfg, dev, len(run_ids))
     report = SearchReport([], [], {})
