@@ -16,8 +16,8 @@ from lth_book.claims import (
     null_verdict,
     simulate_null,
     size_trend,
-    spearman,
 )
+from lth_book.stats import spearman
 from lth_core.analysis.metrics import table2
 
 

@@ -7,22 +7,31 @@ uncertainty, and reads a trend off seven points. These functions say how much of
 pruners (`compare_pruners`); `sr_statement`, `ci_statements`, `trend_statement` and
 `null_verdict` put them in plain words. All are deterministic given `seed`; each architecture
 draws from its own stream (seeded by seed and its name), so its numbers do not depend on which
-other architectures are in the table. No scipy: the binomial and t distributions come from the
-regularized incomplete beta function below.
+other architectures are in the table. Every interval and test goes through `lth_book.stats`
+(scipy.stats).
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 import zlib
-from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
+from scipy.stats import rankdata
 
 from lth_core.analysis.metrics import run_summary, table2
 from lth_core.models import by_size
+
+from .stats import (
+    binom_p,
+    bootstrap_distribution,
+    mean_ci,
+    percentile_ci,
+    permutation,
+    proportion_ci,
+    spearman,
+)
 
 
 def _rng(seed: int, arch: str) -> np.random.Generator:
@@ -32,135 +41,6 @@ def _rng(seed: int, arch: str) -> np.random.Generator:
 def _order(archs) -> list[str]:
     """Architectures by parameter count (``lth_core.models.by_size``), each once."""
     return by_size(list(dict.fromkeys(archs)))
-
-
-# -- exact distributions (no scipy) ----------------------------------------------------------
-
-
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz)."""
-    tiny, eps = 1e-300, 1e-15
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 10_000):
-        m2 = 2 * m
-        for aa in (m * (b - m) * x / ((qam + m2) * (a + m2)),
-                   -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
-            d = 1.0 + aa * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + aa / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < eps:
-            break
-    return h
-
-
-def betainc(a: float, b: float, x: float) -> float:
-    """Regularized incomplete beta function I_x(a, b), for a, b > 0 and 0 <= x <= 1."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-                 + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(log_front) * _betacf(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _betacf(b, a, 1.0 - x) / b
-
-
-def _bisect(f, lo: float, hi: float, target: float) -> float:
-    """x in [lo, hi] with f(x) = target, for f increasing (100 halvings: float precision)."""
-    for _ in range(100):
-        mid = (lo + hi) / 2.0
-        if f(mid) < target:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2.0
-
-
-def binom_sf(k: int, n: int, p: float) -> float:
-    """P(X >= k) for X ~ Binomial(n, p): the one-sided p-value of k or more successes."""
-    if k <= 0:
-        return 1.0
-    if k > n:
-        return 0.0
-    return betainc(k, n - k + 1, p)
-
-
-def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Exact (Clopper-Pearson) interval for a binomial proportion k/n, as fractions.
-
-    Central: each tail holds at most (1 - level)/2, so it covers at least ``level`` for every
-    true p. 0 successes give [0, 1 - (alpha/2)^(1/n)], n of n [(alpha/2)^(1/n), 1]
-    (3 of 3 at 95 %: [0.292, 1]). n = 0: (nan, nan).
-    """
-    if n <= 0:
-        return math.nan, math.nan
-    if not 0 <= k <= n:
-        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
-    tail = (1.0 - level) / 2.0
-    lo = 0.0 if k == 0 else _bisect(lambda p: betainc(k, n - k + 1, p), 0.0, 1.0, tail)
-    hi = 1.0 if k == n else _bisect(lambda p: betainc(k + 1, n - k, p), 0.0, 1.0, 1.0 - tail)
-    return lo, hi
-
-
-def wilson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion k/n, as fractions; n = 0: (nan, nan)."""
-    if n <= 0:
-        return math.nan, math.nan
-    if not 0 <= k <= n:
-        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
-    z = NormalDist().inv_cdf((1.0 + level) / 2.0)
-    centre = (k + z * z / 2.0) / (n + z * z)
-    half = z / (n + z * z) * math.sqrt(k * (n - k) / n + z * z / 4.0)
-    return (0.0 if k == 0 else centre - half), (1.0 if k == n else centre + half)
-
-
-_PROPORTION_CI = {"clopper-pearson": clopper_pearson, "wilson": wilson}
-
-
-def proportion_ci(k: int, n: int, level: float = 0.95,
-                  method: str = "clopper-pearson") -> tuple[float, float]:
-    """Interval of a success rate k/n (fractions): "clopper-pearson" (exact) or "wilson"."""
-    if method not in _PROPORTION_CI:
-        raise ValueError(f"method must be one of {', '.join(_PROPORTION_CI)}, got {method!r}")
-    return _PROPORTION_CI[method](k, n, level)
-
-
-def t_cdf(t: float, df: float) -> float:
-    """CDF of Student's t distribution with ``df`` degrees of freedom."""
-    tail = 0.5 * betainc(df / 2.0, 0.5, df / (df + t * t))
-    return 1.0 - tail if t >= 0 else tail
-
-
-def t_quantile(q: float, df: float) -> float:
-    """Quantile of Student's t (e.g. t_quantile(0.975, 2) = 4.303)."""
-    if not 0.0 < q < 1.0:
-        raise ValueError(f"need 0 < q < 1, got {q}")
-    if q < 0.5:
-        return -t_quantile(1.0 - q, df)
-    hi = 1.0
-    while t_cdf(hi, df) < q:
-        hi *= 2.0
-    return _bisect(lambda t: t_cdf(t, df), 0.0, hi, q)
-
-
-def mean_ci(values, level: float = 0.95) -> tuple[float, float]:
-    """Student-t interval of a mean (NaN with fewer than 2 finite values).
-
-    Honest with a handful of runs, where a percentile bootstrap is too narrow (with 3 values
-    it cannot leave their range).
-    """
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    if len(v) < 2:
-        return math.nan, math.nan
-    half = t_quantile((1.0 + level) / 2.0, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
-    return float(v.mean() - half), float(v.mean() + half)
 
 
 def _pct(x: float, digits: int = 0) -> str:
@@ -179,21 +59,23 @@ def sr_statement(k: int, n: int, level: float = 0.95, method: str = "clopper-pea
             f"{100 * lo:.0f} to {100 * hi:.0f} %, {how}).")
 
 
-def _resample(success: np.ndarray, gain: np.ndarray, n_boot: int, rng: np.random.Generator):
-    """SR (%), mean Best Sparse A_gain over successes and LTS for n_boot resamples of runs.
-
-    A_gain is NaN in a resample with no success; LTS is then 0, as in `metrics.table2`.
-    """
-    n = len(success)
-    idx = rng.integers(0, n, size=(n_boot, n))
-    won = success[idx]
-    n_won = won.sum(axis=1)
-    total = np.where(won, np.nan_to_num(gain)[idx], 0.0).sum(axis=1)
+def _sr_gain_lts(success: np.ndarray, gain: np.ndarray, axis: int = -1) -> np.ndarray:
+    """(SR %, mean Best Sparse A_gain over successes, LTS) of runs along ``axis``; A_gain is
+    NaN without a success, LTS then 0, as in `metrics.table2`."""
+    n_won = success.sum(axis=axis)
+    total = (success * gain).sum(axis=axis)
     with np.errstate(invalid="ignore", divide="ignore"):
         a_gain = np.where(n_won > 0, total / n_won, np.nan)
-    sr = n_won / n * 100.0
-    lts = np.where(n_won > 0, a_gain * sr / 100.0, 0.0)
-    return sr, a_gain, lts
+    sr = n_won / success.shape[axis] * 100.0
+    return np.stack([sr, a_gain, np.where(n_won > 0, a_gain * sr / 100.0, 0.0)])
+
+
+def _resample(success: np.ndarray, gain: np.ndarray, n_boot: int, rng: np.random.Generator):
+    """SR (%), A_gain and LTS of n_boot resamples of runs (`stats.bootstrap_distribution`,
+    runs resampled with their success and gain together)."""
+    won = np.asarray(success, dtype=float)
+    g = np.where(success, np.nan_to_num(gain), 0.0)
+    return tuple(bootstrap_distribution((won, g), _sr_gain_lts, n_boot, rng, paired=True))
 
 
 def _point(success: np.ndarray, gain: np.ndarray) -> tuple[float, float, float]:
@@ -232,7 +114,6 @@ def bootstrap_ci(
     if mean_method not in ("bootstrap", "t"):
         raise ValueError(f"mean_method must be 'bootstrap' or 't', got {mean_method!r}")
     s = run_summary(df, select_on=select_on)
-    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
     rows = {}
     for arch in _order(s["arch"]):
         success, gain = _runs(s, arch)
@@ -242,9 +123,8 @@ def bootstrap_ci(
         if mean_method == "bootstrap":
             boot = _resample(success, gain, n_boot, _rng(seed, arch))
             for name, values in zip(("a_gain", "lts"), boot[1:], strict=True):
-                finite = values[np.isfinite(values)]
-                lo, hi = np.percentile(finite, q) if len(finite) else (math.nan, math.nan)
-                row.update({f"{name}_lo": float(lo), f"{name}_hi": float(hi)})
+                lo, hi = percentile_ci(values, level)
+                row.update({f"{name}_lo": lo, f"{name}_hi": hi})
         else:
             for name, values in (("a_gain", gain[success]),
                                  ("lts", np.where(success, np.nan_to_num(gain), 0.0))):
@@ -278,34 +158,6 @@ def ci_statements(ci: pd.DataFrame, level: float = 0.95) -> list[str]:
     return out
 
 
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks (1-based) along the last axis, ties get their average rank."""
-    x = np.asarray(x, dtype=float)
-    less = (x[..., None, :] < x[..., :, None]).sum(axis=-1)
-    equal = (x[..., None, :] == x[..., :, None]).sum(axis=-1)
-    return less + (equal + 1) / 2.0
-
-
-def spearman(x, y) -> np.ndarray | float:
-    """Spearman rank correlation along the last axis (Pearson on average ranks).
-
-    NaN where either side is constant, since then no order exists to correlate.
-    """
-    rx, ry = _ranks(x), _ranks(y)
-    rx = rx - rx.mean(axis=-1, keepdims=True)
-    ry = ry - ry.mean(axis=-1, keepdims=True)
-    den = np.sqrt((rx**2).sum(axis=-1) * (ry**2).sum(axis=-1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rho = np.where(den > 0, (rx * ry).sum(axis=-1) / den, np.nan)
-    return float(rho) if rho.ndim == 0 else rho
-
-
-def _permutations(n: int, n_perm: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
-    if n <= 8:  # 8! = 40320 orderings: cheap, and an exact p-value
-        return np.array(list(itertools.permutations(range(n)))), "exact"
-    return np.array([rng.permutation(n) for _ in range(n_perm)]), "monte carlo"
-
-
 def size_trend(
     df: pd.DataFrame,
     params: dict[str, int],
@@ -319,9 +171,10 @@ def size_trend(
 
     - rho_ci: percentile bootstrap CI of rho, resampling runs within each arch.
     - p_value: two-sided permutation p-value of rho over the architecture labels (exact
-      enumeration up to 8 archs, else n_perm random permutations); p_decreasing is the
-      one-sided one for the paper's claim (rho < 0). With n archs the smallest possible
-      two-sided p is 2/n!, e.g. 0.083 for 4 archs: a few archs cannot show a trend.
+      enumeration up to 8 archs, else n_perm random permutations; twice the smaller tail,
+      `stats.permutation`); p_decreasing is the one-sided one for the paper's claim (rho < 0).
+      With n archs the smallest possible two-sided p is 2/n!, e.g. 0.083 for 4 archs: a few
+      archs cannot show a trend.
     With fewer than 3 archs every number is NaN and `message` says why.
     """
     s = run_summary(df, select_on=select_on)
@@ -349,18 +202,16 @@ def size_trend(
     lts = np.array(out["lts"])
     rho = spearman(x, lts)
     boot = np.stack([_resample(*_runs(s, a), n_boot, _rng(seed, a))[2] for a in archs], axis=1)
-    rho_boot = spearman(np.broadcast_to(x, boot.shape), boot)
-    rho_boot = rho_boot[np.isfinite(rho_boot)]
-    if len(rho_boot):
-        lo, hi = np.percentile(rho_boot, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
-        out["rho_ci"] = (float(lo), float(hi))
-    perms, kind = _permutations(len(archs), n_perm, np.random.default_rng(seed))
-    rho_perm = spearman(np.broadcast_to(x, perms.shape), lts[perms])
-    tol = 1e-12  # permutations tying with the observed rho count as at least as extreme
+    out["rho_ci"] = percentile_ci(spearman(x, boot), level)
+    # every ordering up to 8 architectures (8! = 40320: an exact p), else n_perm random ones
+    n = len(archs)
+    test = permutation((lts,), lambda y, axis=-1: spearman(x, y), "pairings",
+                       math.factorial(n) if n <= 8 else n_perm, seed)
+    kind = test["kind"]
     out.update(
         rho=rho,
-        p_value=float(np.mean(np.abs(rho_perm) >= abs(rho) - tol)),
-        p_decreasing=float(np.mean(rho_perm <= rho + tol)),
+        p_value=test["p"],
+        p_decreasing=test["p_less"],
         permutation=kind,
         message=f"{len(archs)} architectures, {kind} permutation test",
     )
@@ -517,7 +368,7 @@ def null_model(
                     continue
                 row.update(sr_null=n_sr, a_gain_null=row[f"a_gain_null_{m}"],
                            lts_null=row[f"lts_null_{m}"],
-                           p_sr=binom_sf(row["n_success"], row["n_runs"], null_sr(k, m) / 100))
+                           p_sr=binom_p(row["n_success"], row["n_runs"], null_sr(k, m) / 100))
                 estimated = arch not in (sigma or {})
                 if row["n_success"] and (len(dense) >= 2 or not estimated):
                     row["p_a_gain"] = _p_a_gain(a_gain, sd, mu, len(success), k, m, n_rep,
@@ -582,9 +433,10 @@ def compare_pruners(dfs: dict[str, pd.DataFrame], select_on: str = "test") -> pd
 def two_sample_test(x, y, n_perm: int = 10_000, seed: int = 0) -> dict:
     """Do two samples differ? Permutation tests of the mean difference and of Mann-Whitney U.
 
-    Both p-values are two-sided and come from the same relabellings of the pooled values:
-    all of them when there are at most ``n_perm`` (exact), else ``n_perm`` random ones (Monte
-    Carlo, p = (1 + hits) / (1 + n_perm)). auc = U / (n_x n_y) = P(x > y) + P(x = y) / 2.
+    Both p-values are two-sided (`stats.permutation`: twice the smaller tail) and come from
+    relabellings of the pooled values: all of them when there are at most ``n_perm`` (exact),
+    else ``n_perm`` random ones (Monte Carlo, p = (1 + hits) / (1 + n_perm)).
+    auc = U / (n_x n_y) = P(x > y) + P(x = y) / 2.
     Keys: n_x, n_y, diff (mean x - mean y), auc, p_mean, p_mannwhitney, permutation.
     """
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
@@ -593,30 +445,16 @@ def two_sample_test(x, y, n_perm: int = 10_000, seed: int = 0) -> dict:
            "p_mannwhitney": math.nan, "permutation": None}
     if n1 == 0 or n2 == 0:
         return out
-    z = np.concatenate([x, y])
-    n = n1 + n2
-    if math.comb(n, n1) <= n_perm:
-        idx = np.array(list(itertools.combinations(range(n), n1)), dtype=int).reshape(-1, n1)
-        kind = "exact"
-    else:
-        rng = np.random.default_rng(seed)
-        idx = rng.random((n_perm, n)).argsort(axis=1)[:, :n1]
-        kind = "monte carlo"
-    total = z.sum()
-    diff_of = lambda s: s / n1 - (total - s) / n2
-    ranks = _ranks(z)
-    u_of = lambda r: r - n1 * (n1 + 1) / 2.0
-    diff = diff_of(x.sum())
-    u = u_of(ranks[:n1].sum())
-    tol = 1e-9 * max(1.0, abs(diff))
-    hits_mean = np.abs(diff_of(z[idx].sum(axis=1))) >= abs(diff) - tol
-    centre = n1 * n2 / 2.0
-    hits_u = np.abs(u_of(ranks[idx].sum(axis=1)) - centre) >= abs(u - centre) - 1e-9
-    if kind == "exact":
-        p_mean, p_u = float(hits_mean.mean()), float(hits_u.mean())
-    else:
-        p_mean = float((1 + hits_mean.sum()) / (1 + n_perm))
-        p_u = float((1 + hits_u.sum()) / (1 + n_perm))
-    out.update(diff=float(diff), auc=float(u / (n1 * n2)), p_mean=p_mean, p_mannwhitney=p_u,
-               permutation=kind)
+
+    def diff(a, b, axis=-1):
+        return a.mean(axis=axis) - b.mean(axis=axis)
+
+    def u(a, b, axis=-1):
+        ranks = rankdata(np.concatenate([a, b], axis=axis), axis=axis)
+        return ranks[..., : a.shape[axis]].sum(axis=axis) - n1 * (n1 + 1) / 2.0
+
+    mean = permutation((x, y), diff, "independent", n_perm, seed)
+    mw = permutation((x, y), u, "independent", n_perm, seed)
+    out.update(diff=mean["statistic"], auc=float(mw["statistic"] / (n1 * n2)),
+               p_mean=mean["p"], p_mannwhitney=mw["p"], permutation=mean["kind"])
     return out

@@ -16,7 +16,6 @@ uncertainty, and a verdict computed by the stated rule (`RULES`) from the statis
 from __future__ import annotations
 
 import html
-import itertools
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -29,6 +28,7 @@ from lth_core.analysis.metrics import table2 as metrics_table2
 from lth_core.models import ARCHITECTURES, PARAM_COUNTS, build, by_size, count_parameters
 
 from .paper import PAPER_NAMES, PAPER_PARAMS, PAPER_TABLE1, paper_table2
+from .stats import mean_ci, permutation, spearman
 
 DASH = "—"
 NOT_COMPUTED = "not computed at this budget"
@@ -336,8 +336,6 @@ def rank_trend(values: Mapping[str, float], counts: Mapping[str, int] | None = N
 
     Architectures with a NaN value are left out; fewer than `MIN_TREND_ARCHS`: rho and p NaN.
     """
-    from .claims import spearman
-
     counts = counts or PARAM_COUNTS
     archs = [a for a in by_size(values) if _finite(values[a])]
     out = {"archs": archs, "n": len(archs), "rho": math.nan, "p": math.nan}
@@ -345,13 +343,11 @@ def rank_trend(values: Mapping[str, float], counts: Mapping[str, int] | None = N
         return out
     x = np.array([counts[a] for a in archs], dtype=float)
     y = np.array([values[a] for a in archs], dtype=float)
-    perms = np.array(list(itertools.permutations(range(len(y)))))
-    if len(perms) > 50_000:  # more than 8 architectures: a random sample of orderings
-        rng = np.random.default_rng(0)
-        perms = np.array([rng.permutation(len(y)) for _ in range(10_000)])
-    rho = spearman(x, y)
-    rho_perm = spearman(np.broadcast_to(x, perms.shape), y[perms])
-    out.update(rho=float(rho), p=float(np.mean(rho_perm <= rho + 1e-12)))
+    # every ordering up to 8 architectures (an exact p), else 10,000 random ones
+    n = len(y)
+    test = permutation((y,), lambda v, axis=-1: spearman(x, v), "pairings",
+                       math.factorial(n) if n <= 8 else 10_000, 0)
+    out.update(rho=float(spearman(x, y)), p=test["p_less"])
     return out
 
 
@@ -422,9 +418,7 @@ def null_model(df: pd.DataFrame, **kwargs) -> pd.DataFrame:
 
 
 def _t_interval(values) -> tuple[float, float, float, int]:
-    """(mean, lo, hi, n) of the finite values, 95 % Student-t interval (`claims.mean_ci`)."""
-    from .claims import mean_ci
-
+    """(mean, lo, hi, n) of the finite values, 95 % Student-t interval (`stats.mean_ci`)."""
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
     lo, hi = mean_ci(v) if len(v) >= 2 else (math.nan, math.nan)

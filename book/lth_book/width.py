@@ -28,8 +28,18 @@ from lth_core.analysis.metrics import complete_runs, run_summary, table2
 from lth_core.models import WIDTH_FAMILY, WIDTH_PARAM_COUNTS
 from lth_core.store import RECORD_KEYS, load_results
 
-from .claims import mean_ci, proportion_ci, spearman, sr_statement
+from .claims import sr_statement
 from .profiles import REPO_ROOT
+from .stats import (
+    bootstrap_distribution,
+    bootstrap_mean_ci,
+    mean_ci,
+    percentile_ci,
+    permutation,
+    proportion_ci,
+    slope,
+    spearman,
+)
 
 # The study's widths, smallest first.
 WIDTHS: list[str] = sorted(WIDTH_FAMILY, key=WIDTH_PARAM_COUNTS.get)
@@ -186,7 +196,7 @@ def width_summary(df: pd.DataFrame, level: float = 0.95, select_on: str = "test"
                          ("dense_test_acc_std", "dense_test_acc_std")):
             row[col] = float(t[src]) if t is not None else math.nan
         gains = r.loc[r["success"], "a_gain"].to_numpy(dtype=float)
-        row["a_gain_lo"], row["a_gain_hi"] = bootstrap_mean_ci(gains, level)
+        row["a_gain_lo"], row["a_gain_hi"] = bootstrap_mean_ci(gains, level, min_n=2)
         lo, hi = mean_ci(r["lts"].to_numpy(dtype=float), level)
         # selected on test accuracy, a winner's gain is >= 0, so LTS is too
         row["lts_lo"], row["lts_hi"] = (max(0.0, lo) if select_on == "test" else lo), hi
@@ -199,18 +209,6 @@ def width_summary(df: pd.DataFrame, level: float = 0.95, select_on: str = "test"
              "sr_lo", "sr_hi", "a_gain_mean", "a_gain_std", "a_gain_lo", "a_gain_hi", "lts",
              "lts_lo", "lts_hi"]
     return out[first + [c for c in out.columns if c not in first]]
-
-
-def bootstrap_mean_ci(values: np.ndarray, level: float = 0.95, n_boot: int = 4000,
-                      seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of a mean (NaN with fewer than 2 values)."""
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    if len(v) < 2:
-        return math.nan, math.nan
-    means = v[np.random.default_rng(seed).integers(0, len(v), (n_boot, len(v)))].mean(axis=1)
-    lo, hi = np.percentile(means, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
-    return float(lo), float(hi)
 
 
 def width_statements(summary: pd.DataFrame, level: float = 0.95) -> list[str]:
@@ -245,12 +243,6 @@ def _values(pr: pd.DataFrame, stat: str) -> pd.DataFrame:
     return pr[["arch", "params", stat]].rename(columns={stat: "y"}).dropna()
 
 
-def _slope(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Least-squares slope of y (last axis) on x."""
-    xc = x - x.mean()
-    return (y * xc).sum(axis=-1) / (xc**2).sum()
-
-
 def width_trend(
     df: pd.DataFrame,
     stat: str = "lts",
@@ -271,9 +263,9 @@ def width_trend(
     - slope: least-squares slope of the per-run values (success x 100 for SR, success x
       A_gain for LTS, the successful runs' gains for A_gain and TL_gain) on log10 parameter
       count, i.e. the change per tenfold increase in size; p_value: two-sided permutation p
-      of the slope, runs' values shuffled across widths (``n_perm`` times; p = (1 + hits) /
-      (1 + n_perm)); p_decreasing: one-sided, for a fall with size; p_rho: the same shuffles'
-      two-sided p of rho.
+      of the slope (`stats.permutation`: twice the smaller tail), runs' values shuffled
+      across widths (``n_perm`` times; each tail (1 + hits) / (1 + n_perm)); p_decreasing:
+      one-sided, for a fall with size; p_rho: the same shuffles' two-sided p of rho.
     - status and verdict, by the rule in ``rule``.
     """
     if stat not in STATS:
@@ -311,33 +303,24 @@ def width_trend(
     label = np.repeat(np.arange(len(widths)), [len(g) for g in groups])
     onehot = (label[:, None] == np.arange(len(widths))[None, :]) / np.bincount(label)
     values = np.round(y @ onehot, 9)  # equal means must tie, whatever the summation order
-    rng = np.random.default_rng(seed)
-    perm = np.argsort(rng.random((n_perm, len(y))), axis=1)
-    scale = 1e-9 * max(1.0, float(np.abs(y).max()))
-    snap = lambda s: np.where(np.abs(s) < scale, 0.0, s)  # rounding noise is no slope
-    slope = float(snap(_slope(x, y)))
-    slopes = snap(_slope(x, y[perm]))
-    tol = scale
+    # the same seed gives both tests the same shuffles of runs across widths
+    by_slope = permutation((y,), lambda yy, axis=-1: slope(x, yy), "pairings", n_perm, seed)
     rho = spearman(logp, values)
-    rhos = spearman(np.broadcast_to(logp, (n_perm, len(widths))), np.round(y[perm] @ onehot, 9))
-    boot_rng = np.random.default_rng(seed + 1)
-    boot = np.round(np.stack([g[boot_rng.integers(0, len(g), (n_boot, len(g)))].mean(axis=1)
-                              for g in groups], axis=1), 9)
-    rho_boot = spearman(np.broadcast_to(logp, boot.shape), boot)
-    rho_boot = rho_boot[np.isfinite(rho_boot)]
-    hits = lambda m: float((1 + m.sum()) / (1 + n_perm))
+    by_rho = permutation((y,), lambda yy, axis=-1: spearman(logp, np.round(yy @ onehot, 9)),
+                         "pairings", n_perm, seed)
+    rho_boot = bootstrap_distribution(
+        tuple(groups), lambda *g, axis=-1: spearman(logp, np.round(np.stack(
+            [v.mean(axis=axis) for v in g], axis=-1), 9)), n_boot, seed + 1)
     out.update(
-        values=[float(a) for a in values], rho=float(rho), slope=slope,
-        rho_ci=(tuple(float(q) for q in np.percentile(
-            rho_boot, [(1 - level) / 2 * 100, (1 + level) / 2 * 100]))
-            if len(rho_boot) else (math.nan, math.nan)),
-        p_value=hits(np.abs(slopes) >= abs(slope) - tol),
-        p_decreasing=hits(slopes <= slope + tol),
-        p_rho=hits(np.abs(rhos) >= abs(rho) - 1e-9) if math.isfinite(rho) else math.nan)
+        values=[float(a) for a in values], rho=float(rho), slope=by_slope["statistic"],
+        rho_ci=percentile_ci(rho_boot, level),
+        p_value=by_slope["p"], p_decreasing=by_slope["p_less"],
+        p_rho=by_rho["p"] if math.isfinite(rho) else math.nan)
+    slope_ = out["slope"]
     p = out["p_value"]
-    if p < alpha and slope < 0:
+    if p < alpha and slope_ < 0:
         status, head = "supported", f"Supported: {_NAMES[stat]} falls with model size"
-    elif p < alpha and slope > 0:
+    elif p < alpha and slope_ > 0:
         status, head = "contradicted", f"Contradicted: {_NAMES[stat]} rises with model size"
     else:
         status = "not shown"
@@ -345,7 +328,7 @@ def width_trend(
     rho_txt = "undefined (no order)" if not math.isfinite(rho) else f"{rho:.2f}"
     out["status"] = status
     out["verdict"] = (
-        f"{head} ({slope:+.3g} per tenfold increase in parameters, two-sided permutation "
+        f"{head} ({slope_:+.3g} per tenfold increase in parameters, two-sided permutation "
         f"p = {p:.3g} over {len(y)} runs of {len(widths)} widths; Spearman rho of the "
         f"per-width values with log size {rho_txt})."
         + (f" Left out, fewer than {min_runs} complete runs: {left}." if left else ""))
@@ -364,7 +347,7 @@ def paper_slope(stat: str = "lts") -> float:
     if stat not in values:
         raise ValueError(f"the paper gives no {stat!r}; choose from {', '.join(values)}")
     x = np.log10(np.array([PAPER_PARAMS[a] for a in t.index], dtype=float))
-    return float(_slope(x, values[stat].to_numpy(dtype=float)))
+    return float(slope(x, values[stat].to_numpy(dtype=float)))
 
 
 def width_power(df: pd.DataFrame, stat: str = "lts", slope: float | None = None,
