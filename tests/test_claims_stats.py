@@ -40,11 +40,13 @@ def test_bootstrap_ci_sr_is_exact_binomial_not_bootstrap():
     assert wil["sr_lo"] == pytest.approx(100 * proportion_ci(3, 3, method="wilson")[0])
 
 
-def test_bootstrap_ci_t_method_is_wider_than_the_bootstrap_with_three_runs():
-    df = make_results({"lenet5": np.array([[70.0, 71.0], [70.0, 72.0], [70.0, 70.5]])})
+def test_bootstrap_ci_t_method_is_wider_than_the_bootstrap_with_five_runs():
+    # five successes, the fewest that get an A_gain interval (three used to: `too_few`)
+    pts = [0.1, 3.0, 0.2, 0.1, 2.5]
+    df = make_results({"lenet5": np.array([[70.0, 70.0 + g] for g in pts])})
     boot = bootstrap_ci(df, n_boot=500).loc["lenet5"]
     t = bootstrap_ci(df, mean_method="t").loc["lenet5"]
-    gains = np.array([1.0, 2.0, 0.5]) / 70 * 100
+    gains = np.array(pts) / 70 * 100
     lo, hi = mean_ci(gains)
     assert lo < 0  # cut at 0: selected on test accuracy, no winner loses accuracy
     assert (t["a_gain_lo"], t["a_gain_hi"]) == pytest.approx((0.0, hi))

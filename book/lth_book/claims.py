@@ -24,6 +24,7 @@ from lth_core.analysis.metrics import run_summary, table2
 from lth_core.models import by_size
 
 from .stats import (
+    MIN_FOR_INTERVAL,
     binom_p,
     bootstrap_distribution,
     mean_ci,
@@ -41,6 +42,11 @@ def _rng(seed: int, arch: str) -> np.random.Generator:
 def _order(archs) -> list[str]:
     """Architectures by parameter count (``lth_core.models.by_size``), each once."""
     return by_size(list(dict.fromkeys(archs)))
+
+
+def too_few(n_success: int) -> bool:
+    """Whether a mean over ``n_success`` successful runs is shown without an interval."""
+    return n_success < MIN_FOR_INTERVAL
 
 
 def _pct(x: float, digits: int = 0) -> str:
@@ -108,6 +114,8 @@ def bootstrap_ci(
     means (``"t"``, wider and more honest with a handful of runs, where a bootstrap cannot leave
     the range of the values it resamples; cut at 0 when selecting on test accuracy, where
     neither can be negative).
+    A_gain gets no interval (NaN) from fewer than `stats.MIN_FOR_INTERVAL` successes: with 2
+    a bootstrap returns their range, which reads as a precise interval (`too_few`).
     Columns: n_runs, n_success, sr, sr_lo, sr_hi, a_gain, a_gain_lo, a_gain_hi, lts, lts_lo,
     lts_hi (SR in percent).
     """
@@ -132,6 +140,8 @@ def bootstrap_ci(
                 # selected on test accuracy, a winner's gain is >= 0, so A_gain and LTS are
                 row[f"{name}_lo"] = max(0.0, lo) if select_on == "test" else lo
                 row[f"{name}_hi"] = hi
+        if too_few(k):  # a mean of 1 to 4 gains: no interval worth printing
+            row.update(a_gain_lo=math.nan, a_gain_hi=math.nan)
         sr_lo, sr_hi = proportion_ci(k, n, level, sr_method)
         row.update(sr_lo=100.0 * sr_lo, sr_hi=100.0 * sr_hi, **point)
         rows[arch] = row
@@ -150,9 +160,10 @@ def ci_statements(ci: pd.DataFrame, level: float = 0.95) -> list[str]:
         n, k = int(r["n_runs"]), int(r["n_success"])
         text = f"{arch}: " + sr_statement(k, n, level)
         if k:
+            gain_ci = (f"CI {_pct(r['a_gain_lo'], 2)} to {_pct(r['a_gain_hi'], 2)}"
+                       if not too_few(k) else "too few for an interval")
             text += (f" Best Sparse A_gain {r['a_gain']:.2f} % over the {k} successful "
-                     f"run{'s' if k > 1 else ''} (CI {_pct(r['a_gain_lo'], 2)} to "
-                     f"{_pct(r['a_gain_hi'], 2)}), LTS {r['lts']:.2f} (CI "
+                     f"run{'s' if k > 1 else ''} ({gain_ci}), LTS {r['lts']:.2f} (CI "
                      f"{_pct(r['lts_lo'], 2)} to {_pct(r['lts_hi'], 2)}).")
         out.append(text)
     return out
@@ -172,7 +183,8 @@ def size_trend(
     - rho_ci: percentile bootstrap CI of rho, resampling runs within each arch.
     - p_value: two-sided permutation p-value of rho over the architecture labels (exact
       enumeration up to 8 archs, else n_perm random permutations; twice the smaller tail,
-      `stats.permutation`); p_decreasing is the one-sided one for the paper's claim (rho < 0).
+      `stats.permutation`); p_decreasing is the one-sided one for the paper's claim (rho < 0),
+      p_increasing the other tail (a rise with size, the opposite of the claim).
       With n archs the smallest possible two-sided p is 2/n!, e.g. 0.083 for 4 archs: a few
       archs cannot show a trend.
     With fewer than 3 archs every number is NaN and `message` says why.
@@ -192,6 +204,7 @@ def size_trend(
         "level": level,
         "p_value": math.nan,
         "p_decreasing": math.nan,
+        "p_increasing": math.nan,
         "permutation": None,
         "message": "",
     }
@@ -212,6 +225,7 @@ def size_trend(
         rho=rho,
         p_value=test["p"],
         p_decreasing=test["p_less"],
+        p_increasing=test["p_greater"],
         permutation=kind,
         message=f"{len(archs)} architectures, {kind} permutation test",
     )
@@ -222,7 +236,8 @@ def trend_statement(trend: dict, alpha: float = 0.05, what: str = "LTS") -> str:
     """The verdict of a `size_trend` result in one or two plain sentences.
 
     Rule: the paper's "``what`` falls with model size" is supported when the one-sided
-    permutation p (``p_decreasing``) is below ``alpha``; otherwise it is not shown by these
+    permutation p (``p_decreasing``) is below ``alpha``, contradicted when the other tail's
+    (``p_increasing``, a rise) is; otherwise it is not shown by these
     runs, which is not evidence against it when few architectures cap how small p can get.
     """
     n = trend["n_archs"]
@@ -236,6 +251,9 @@ def trend_statement(trend: dict, alpha: float = 0.05, what: str = "LTS") -> str:
             f"decrease with size.")
     if trend["p_decreasing"] < alpha:
         return text + f" Supported at the {alpha:g} level."
+    if trend.get("p_increasing", math.nan) < alpha:
+        return text + (f" Contradicted: {what} rises with size (one-sided permutation "
+                       f"p = {trend['p_increasing']:.3f}).")
     text += f" Not shown at the {alpha:g} level"
     if math.isfinite(floor):
         text += f" (with {n} architectures no p can be below {floor:.3g})"
@@ -288,14 +306,16 @@ def null_sr(stages: int, mode: str = "exchangeable") -> float:
 
 
 def _p_a_gain(a_gain: float, sd: float, mu: float, n_runs: int, stages: int, mode: str,
-              n_rep: int, rng: np.random.Generator, estimated: bool) -> float:
-    """One-sided p of a mean Best Sparse A_gain at least ``a_gain``: ``n_rep`` whole
+              n_rep: int, rng: np.random.Generator, estimated: bool
+               ) -> tuple[float, float]:
+    """One-sided p's of a mean Best Sparse A_gain at least ``a_gain`` and at most it (below
+    the null: pruning that hurts would show there), from ``n_rep`` whole
     experiments of ``n_runs`` noise-only runs. With sigma ``estimated`` from the same dense
     runs, each experiment's mean gain is divided by its own dense std (the gains scale with
     sigma, so the ratio does not depend on the unknown true sigma), and so is ``a_gain``:
     the estimate's own uncertainty is in the p-value. Undefined (NaN) without spread."""
     if not (np.isfinite(sd) and sd > 0):
-        return float("nan")
+        return math.nan, math.nan
     dense = mu + sd * rng.standard_normal((n_rep, n_runs, 1))
     noise = sd * rng.standard_normal((n_rep, n_runs, stages - 1))
     sparse = mu + noise if mode == "exchangeable" else dense + noise
@@ -307,7 +327,8 @@ def _p_a_gain(a_gain: float, sd: float, mu: float, n_runs: int, stages: int, mod
         if estimated:
             mean, a_gain = mean / dense[..., 0].std(axis=1, ddof=1), a_gain / sd
     mean = mean[n_won > 0]
-    return float((1 + (mean >= a_gain).sum()) / (1 + len(mean)))
+    return (float((1 + (mean >= a_gain).sum()) / (1 + len(mean))),
+            float((1 + (mean <= a_gain).sum()) / (1 + len(mean))))
 
 
 def null_model(
@@ -330,7 +351,9 @@ def null_model(
     p_a_gain: share of n_rep simulated noise-only experiments of as many runs whose mean
     A_gain over successes, relative to their own dense std, is at least the measured one
     relative to sigma (so a sigma estimated from few runs does not make p too small; with
-    ``sigma`` given, plain mean gains are compared).
+    ``sigma`` given, plain mean gains are compared). p_sr_below and p_a_gain_below are the
+    other tails (at most the measured successes; at most the measured mean gain): a search
+    that does worse than noise, e.g. pruning that costs accuracy, shows there.
     ``sigma`` overrides the spread per architecture, e.g. with the std of many more dense runs
     than the ticket search has (a handful of runs estimates a spread poorly).
     Selection is on test accuracy, as in the paper; the measured columns use every stored run
@@ -353,7 +376,7 @@ def null_model(
                "sigma": sd, "dense_mean": mu, "sr_measured": sr, "a_gain_measured": a_gain,
                "lts_measured": lts, "mode": mode, "sr_null": math.nan,
                "a_gain_null": math.nan, "lts_null": math.nan, "p_sr": math.nan,
-               "p_a_gain": math.nan}
+               "p_a_gain": math.nan, "p_sr_below": math.nan, "p_a_gain_below": math.nan}
         for m in _NULL_MODES:
             row.update({f"{c}_null_{m}": math.nan for c in ("sr", "a_gain", "lts")})
         if k >= 2 and math.isfinite(sd):
@@ -368,11 +391,14 @@ def null_model(
                     continue
                 row.update(sr_null=n_sr, a_gain_null=row[f"a_gain_null_{m}"],
                            lts_null=row[f"lts_null_{m}"],
-                           p_sr=binom_p(row["n_success"], row["n_runs"], null_sr(k, m) / 100))
+                           p_sr=binom_p(row["n_success"], row["n_runs"], null_sr(k, m) / 100),
+                           p_sr_below=binom_p(row["n_success"], row["n_runs"],
+                                              null_sr(k, m) / 100, "less"))
                 estimated = arch not in (sigma or {})
                 if row["n_success"] and (len(dense) >= 2 or not estimated):
-                    row["p_a_gain"] = _p_a_gain(a_gain, sd, mu, len(success), k, m, n_rep,
-                                                _rng(seed + 1, arch), estimated)
+                    row["p_a_gain"], row["p_a_gain_below"] = _p_a_gain(
+                        a_gain, sd, mu, len(success), k, m, n_rep, _rng(seed + 1, arch),
+                        estimated)
         rows[arch] = row
     out = pd.DataFrame.from_dict(rows, orient="index")
     out.index.name = "arch"
@@ -384,13 +410,21 @@ def null_verdict(null: pd.DataFrame, alpha: float = 0.05) -> list[str]:
     quality beyond what noise alone gives?
 
     Rule: "above the null on both" when the one-sided p of SR and of A_gain against the
-    table's null mode are both below ``alpha``; otherwise "not beyond what noise alone
-    produces" (with a few runs, this says the runs cannot tell tickets from noise).
+    table's null mode are both below ``alpha``; "below the null" (SR, A_gain or both) when
+    the other tail's p is below ``alpha``; otherwise "not beyond what noise alone produces"
+    (with a few runs, this says the runs cannot tell tickets from noise).
     """
     out = []
     for arch, r in null.iterrows():
-        if not (math.isfinite(r["sr_null"]) and math.isfinite(r["a_gain_measured"])):
-            out.append(f"{arch}: no null model (needs K >= 2 and 2 dense runs) or no success.")
+        if not math.isfinite(r["sr_null"]):
+            out.append(f"{arch}: no null model (needs K >= 2 and 2 dense runs).")
+            continue
+        if not math.isfinite(r["a_gain_measured"]):  # no success: SR is all there is to say
+            low = r.get("p_sr_below", math.nan)
+            out.append(f"{arch}: no run found a winning ticket, against SR {r['sr_null']:.0f} % "
+                       f"from noise alone ({int(r['n_runs'])} runs; one-sided p = {low:.3g} "
+                       "below the null): " + ("SR below the null." if low < alpha else
+                                              "not beyond what noise alone produces."))
             continue
         other = [m for m in _NULL_MODES if m != r.get("mode", "dense")]
         also = ""
@@ -399,13 +433,19 @@ def null_verdict(null: pd.DataFrame, alpha: float = 0.05) -> list[str]:
             also = (f"; with {'a noise-free' if o == 'dense' else 'an equally noisy'} dense "
                     f"accuracy: {r[f'sr_null_{o}']:.0f} % and {r[f'a_gain_null_{o}']:.2f} %")
         beyond = r.get("p_sr", math.nan) < alpha and r.get("p_a_gain", math.nan) < alpha
+        below = [what for what, c in (("SR", "p_sr_below"), ("A_gain", "p_a_gain_below"))
+                 if r.get(c, math.nan) < alpha]
         ps = (f"one-sided p = {r['p_sr']:.3g} for SR, {r['p_a_gain']:.3g} for A_gain"
               if "p_sr" in r else "no p-values")
+        if "p_sr_below" in r:
+            ps += (f" (below the null: {r['p_sr_below']:.3g} and "
+                   f"{r.get('p_a_gain_below', math.nan):.3g})")
         out.append(
             f"{arch}: measured SR {r['sr_measured']:.0f} % and A_gain {r['a_gain_measured']:.2f}"
             f" % against {r['sr_null']:.0f} % and {r['a_gain_null']:.2f} % from noise alone "
             f"(sigma {r['sigma']:.2f}, {int(r['n_runs'])} runs{also}); {ps}: "
             + ("above the null on both." if beyond else
+               f"{' and '.join(below)} below the null." if below else
                "not beyond what noise alone produces."))
     return out
 
