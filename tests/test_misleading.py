@@ -81,6 +81,13 @@ def test_null_model_reports_sr_below_the_null():
     assert row["p_sr"] > 0.5 and row["p_sr_below"] < 1e-6
     said, = null_verdict(null_model(worse, n_sim=500, n_rep=200))
     assert "SR" in said and "below the null" in said and "not beyond" not in said
+    # with a success too (then the verdict also weighs A_gain): SR still named below
+    some = make_results({"lenet5": np.hstack([dense] + [dense - 1.0 + rng.normal(0, 0.5, (40, 1))
+                                                        for _ in range(4)])})
+    row = null_model(some, n_sim=500, n_rep=200).loc["lenet5"]
+    assert row["n_success"] >= 1 and row["p_sr_below"] < 1e-6
+    said, = null_verdict(null_model(some, n_sim=500, n_rep=200))
+    assert "SR and A_gain below the null" in said
     noise = make_results({"lenet5": 70 + rng.normal(0, 0.5, (40, 5))})
     said, = null_verdict(null_model(noise, n_sim=500, n_rep=200))
     assert "not beyond what noise alone produces" in said
