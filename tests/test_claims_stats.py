@@ -120,6 +120,9 @@ def test_two_sample_test_exact_small_case():
     assert out["p_mean"] == pytest.approx(2 / 20) and out["p_mannwhitney"] == pytest.approx(2 / 20)
     same = two_sample_test([1.0, 2.0], [1.0, 2.0])
     assert same["p_mean"] == 1.0 and same["auc"] == 0.5
+    one = two_sample_test([3.0], [1.0, 2.0, 4.0])  # one value: effect sizes, no p
+    assert one["diff"] == pytest.approx(3 - 7 / 3) and one["auc"] == pytest.approx(2 / 3)
+    assert np.isnan(one["p_mean"]) and one["permutation"] is None
 
 
 def test_two_sample_test_monte_carlo_agrees_with_exact():

@@ -476,7 +476,7 @@ def two_sample_test(x, y, n_perm: int = 10_000, seed: int = 0) -> dict:
     Both p-values are two-sided (`stats.permutation`: twice the smaller tail) and come from
     relabellings of the pooled values: all of them when there are at most ``n_perm`` (exact),
     else ``n_perm`` random ones (Monte Carlo, p = (1 + hits) / (1 + n_perm)).
-    auc = U / (n_x n_y) = P(x > y) + P(x = y) / 2.
+    auc = U / (n_x n_y) = P(x > y) + P(x = y) / 2. A sample of one value gets no p (NaN).
     Keys: n_x, n_y, diff (mean x - mean y), auc, p_mean, p_mannwhitney, permutation.
     """
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
@@ -493,6 +493,9 @@ def two_sample_test(x, y, n_perm: int = 10_000, seed: int = 0) -> dict:
         ranks = rankdata(np.concatenate([a, b], axis=axis), axis=axis)
         return ranks[..., : a.shape[axis]].sum(axis=axis) - n1 * (n1 + 1) / 2.0
 
+    if min(n1, n2) < 2:  # scipy relabels only samples of 2 or more: no p, the effect sizes
+        out.update(diff=float(diff(x, y)), auc=float(u(x, y) / (n1 * n2)))
+        return out
     mean = permutation((x, y), diff, "independent", n_perm, seed)
     mw = permutation((x, y), u, "independent", n_perm, seed)
     out.update(diff=mean["statistic"], auc=float(mw["statistic"] / (n1 * n2)),
