@@ -1,9 +1,8 @@
-"""The claims chapter's statistics against known values: exact binomial and t intervals, the
-null model's two modes, permutation tests and the plain-language statements."""
+"""The claims chapter's statistics: SR's exact interval in the bootstrap table, the null
+model's two modes, permutation tests and the plain-language statements (the intervals and
+tests themselves: tests/test_stats.py)."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pandas as pd
@@ -11,95 +10,17 @@ import pytest
 from conftest import make_results
 
 from lth_book.claims import (
-    betainc,
-    binom_sf,
     bootstrap_ci,
     ci_statements,
-    clopper_pearson,
-    mean_ci,
     null_model,
     null_sr,
     null_verdict,
-    proportion_ci,
     size_trend,
     sr_statement,
-    t_cdf,
-    t_quantile,
     trend_statement,
     two_sample_test,
-    wilson,
 )
-
-# -- distributions ---------------------------------------------------------------------------
-
-
-def test_betainc_matches_closed_forms():
-    for x in (0.0, 0.1, 0.5, 0.93, 1.0):
-        assert betainc(1, 1, x) == pytest.approx(x)  # uniform
-        assert betainc(2, 1, x) == pytest.approx(x**2)
-        assert betainc(1, 3, x) == pytest.approx(1 - (1 - x) ** 3)
-    assert betainc(2.5, 4.0, 0.3) + betainc(4.0, 2.5, 0.7) == pytest.approx(1.0)
-
-
-@pytest.mark.parametrize("n", [1, 3, 10, 57])
-@pytest.mark.parametrize("p", [0.05, 0.5, 0.8])
-def test_binom_sf_matches_direct_sum(n, p):
-    for k in range(n + 2):
-        direct = sum(math.comb(n, j) * p**j * (1 - p) ** (n - j) for j in range(k, n + 1))
-        assert binom_sf(k, n, p) == pytest.approx(direct, abs=1e-12)
-
-
-def test_clopper_pearson_known_values():
-    lo, hi = clopper_pearson(3, 3)
-    assert lo == pytest.approx(0.025 ** (1 / 3), abs=1e-9)  # 29.24 %
-    assert round(100 * lo, 2) == 29.24 and hi == 1.0
-    assert clopper_pearson(3, 3, level=0.99)[0] == pytest.approx(0.005 ** (1 / 3), abs=1e-9)
-    for n in (1, 5, 10, 50):
-        assert clopper_pearson(0, n) == pytest.approx((0.0, 1 - 0.025 ** (1 / n)), abs=1e-9)
-        assert clopper_pearson(n, n) == pytest.approx((0.025 ** (1 / n), 1.0), abs=1e-9)
-    # R: binom.test(1, 10)$conf.int, binom.test(5, 10)$conf.int
-    assert clopper_pearson(1, 10) == pytest.approx((0.002528579, 0.4450161), abs=1e-7)
-    assert clopper_pearson(5, 10) == pytest.approx((0.1870860, 0.8129140), abs=1e-7)
-    assert math.isnan(clopper_pearson(0, 0)[0])
-    with pytest.raises(ValueError):
-        clopper_pearson(4, 3)
-
-
-@pytest.mark.parametrize("k, n", [(1, 4), (5, 7), (36, 53), (17, 20)])
-def test_clopper_pearson_bounds_cut_tails_of_alpha_over_2(k, n):
-    lo, hi = clopper_pearson(k, n)
-    assert binom_sf(k, n, lo) == pytest.approx(0.025, abs=1e-9)  # P(X >= k | lo)
-    assert 1 - binom_sf(k + 1, n, hi) == pytest.approx(0.025, abs=1e-9)  # P(X <= k | hi)
-    lo2, hi2 = clopper_pearson(n - k, n)
-    assert (lo, hi) == pytest.approx((1 - hi2, 1 - lo2), abs=1e-9)  # symmetry
-
-
-def test_wilson_known_values():
-    z2 = 1.959963984540054**2
-    assert wilson(0, 10) == pytest.approx((0.0, z2 / (10 + z2)), abs=1e-9)  # 0.2775
-    assert wilson(5, 10) == pytest.approx((0.2365931, 0.7634069), abs=1e-6)
-    lo, hi = wilson(3, 3)
-    assert hi == 1.0 and lo == pytest.approx(0.4385030, abs=1e-6)
-    assert proportion_ci(3, 3, method="wilson") == wilson(3, 3)
-    with pytest.raises(ValueError):
-        proportion_ci(1, 2, method="bootstrap")
-
-
-def test_t_distribution_known_values():
-    assert t_cdf(0.0, 3) == pytest.approx(0.5)
-    assert t_quantile(0.975, 1) == pytest.approx(12.706205, abs=1e-5)
-    assert t_quantile(0.975, 2) == pytest.approx(4.302653, abs=1e-6)
-    assert t_quantile(0.975, 4) == pytest.approx(2.776445, abs=1e-6)
-    assert t_quantile(0.975, 10) == pytest.approx(2.228139, abs=1e-6)
-    assert t_quantile(0.025, 10) == pytest.approx(-2.228139, abs=1e-6)
-    assert t_quantile(0.975, 10_000) == pytest.approx(1.96, abs=1e-3)
-
-
-def test_mean_ci_is_student_t():
-    lo, hi = mean_ci([1.0, 2.0, 3.0])
-    assert (lo, hi) == pytest.approx((2 - 4.302653 / math.sqrt(3), 2 + 4.302653 / math.sqrt(3)))
-    assert all(math.isnan(v) for v in mean_ci([1.0]))
-
+from lth_book.stats import mean_ci, proportion_ci
 
 # -- bootstrap_ci: SR is exact ---------------------------------------------------------------
 
@@ -116,14 +37,16 @@ def test_bootstrap_ci_sr_is_exact_binomial_not_bootstrap():
     r0 = bootstrap_ci(none, n_boot=50).loc["lenet5"]
     assert r0["sr_lo"] == 0 and r0["sr_hi"] == pytest.approx(100 * (1 - 0.025 ** 0.25))
     wil = bootstrap_ci(df, n_boot=50, sr_method="wilson").loc["lenet5"]
-    assert wil["sr_lo"] == pytest.approx(100 * wilson(3, 3)[0])
+    assert wil["sr_lo"] == pytest.approx(100 * proportion_ci(3, 3, method="wilson")[0])
 
 
-def test_bootstrap_ci_t_method_is_wider_than_the_bootstrap_with_three_runs():
-    df = make_results({"lenet5": np.array([[70.0, 71.0], [70.0, 72.0], [70.0, 70.5]])})
+def test_bootstrap_ci_t_method_is_wider_than_the_bootstrap_with_five_runs():
+    # five successes, the fewest that get an A_gain interval (three used to: `too_few`)
+    pts = [0.1, 3.0, 0.2, 0.1, 2.5]
+    df = make_results({"lenet5": np.array([[70.0, 70.0 + g] for g in pts])})
     boot = bootstrap_ci(df, n_boot=500).loc["lenet5"]
     t = bootstrap_ci(df, mean_method="t").loc["lenet5"]
-    gains = np.array([1.0, 2.0, 0.5]) / 70 * 100
+    gains = np.array(pts) / 70 * 100
     lo, hi = mean_ci(gains)
     assert lo < 0  # cut at 0: selected on test accuracy, no winner loses accuracy
     assert (t["a_gain_lo"], t["a_gain_hi"]) == pytest.approx((0.0, hi))
@@ -197,6 +120,9 @@ def test_two_sample_test_exact_small_case():
     assert out["p_mean"] == pytest.approx(2 / 20) and out["p_mannwhitney"] == pytest.approx(2 / 20)
     same = two_sample_test([1.0, 2.0], [1.0, 2.0])
     assert same["p_mean"] == 1.0 and same["auc"] == 0.5
+    one = two_sample_test([3.0], [1.0, 2.0, 4.0])  # one value: effect sizes, no p
+    assert one["diff"] == pytest.approx(3 - 7 / 3) and one["auc"] == pytest.approx(2 / 3)
+    assert np.isnan(one["p_mean"]) and one["permutation"] is None
 
 
 def test_two_sample_test_monte_carlo_agrees_with_exact():

@@ -7,22 +7,32 @@ uncertainty, and reads a trend off seven points. These functions say how much of
 pruners (`compare_pruners`); `sr_statement`, `ci_statements`, `trend_statement` and
 `null_verdict` put them in plain words. All are deterministic given `seed`; each architecture
 draws from its own stream (seeded by seed and its name), so its numbers do not depend on which
-other architectures are in the table. No scipy: the binomial and t distributions come from the
-regularized incomplete beta function below.
+other architectures are in the table. Every interval and test goes through `lth_book.stats`
+(scipy.stats).
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 import zlib
-from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
+from scipy.stats import rankdata
 
 from lth_core.analysis.metrics import run_summary, table2
 from lth_core.models import by_size
+
+from .stats import (
+    MIN_FOR_INTERVAL,
+    binom_p,
+    bootstrap_distribution,
+    mean_ci,
+    percentile_ci,
+    permutation,
+    proportion_ci,
+    spearman,
+)
 
 
 def _rng(seed: int, arch: str) -> np.random.Generator:
@@ -34,133 +44,9 @@ def _order(archs) -> list[str]:
     return by_size(list(dict.fromkeys(archs)))
 
 
-# -- exact distributions (no scipy) ----------------------------------------------------------
-
-
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz)."""
-    tiny, eps = 1e-300, 1e-15
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 10_000):
-        m2 = 2 * m
-        for aa in (m * (b - m) * x / ((qam + m2) * (a + m2)),
-                   -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
-            d = 1.0 + aa * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + aa / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < eps:
-            break
-    return h
-
-
-def betainc(a: float, b: float, x: float) -> float:
-    """Regularized incomplete beta function I_x(a, b), for a, b > 0 and 0 <= x <= 1."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-                 + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(log_front) * _betacf(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _betacf(b, a, 1.0 - x) / b
-
-
-def _bisect(f, lo: float, hi: float, target: float) -> float:
-    """x in [lo, hi] with f(x) = target, for f increasing (100 halvings: float precision)."""
-    for _ in range(100):
-        mid = (lo + hi) / 2.0
-        if f(mid) < target:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2.0
-
-
-def binom_sf(k: int, n: int, p: float) -> float:
-    """P(X >= k) for X ~ Binomial(n, p): the one-sided p-value of k or more successes."""
-    if k <= 0:
-        return 1.0
-    if k > n:
-        return 0.0
-    return betainc(k, n - k + 1, p)
-
-
-def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Exact (Clopper-Pearson) interval for a binomial proportion k/n, as fractions.
-
-    Central: each tail holds at most (1 - level)/2, so it covers at least ``level`` for every
-    true p. 0 successes give [0, 1 - (alpha/2)^(1/n)], n of n [(alpha/2)^(1/n), 1]
-    (3 of 3 at 95 %: [0.292, 1]). n = 0: (nan, nan).
-    """
-    if n <= 0:
-        return math.nan, math.nan
-    if not 0 <= k <= n:
-        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
-    tail = (1.0 - level) / 2.0
-    lo = 0.0 if k == 0 else _bisect(lambda p: betainc(k, n - k + 1, p), 0.0, 1.0, tail)
-    hi = 1.0 if k == n else _bisect(lambda p: betainc(k + 1, n - k, p), 0.0, 1.0, 1.0 - tail)
-    return lo, hi
-
-
-def wilson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion k/n, as fractions; n = 0: (nan, nan)."""
-    if n <= 0:
-        return math.nan, math.nan
-    if not 0 <= k <= n:
-        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
-    z = NormalDist().inv_cdf((1.0 + level) / 2.0)
-    centre = (k + z * z / 2.0) / (n + z * z)
-    half = z / (n + z * z) * math.sqrt(k * (n - k) / n + z * z / 4.0)
-    return (0.0 if k == 0 else centre - half), (1.0 if k == n else centre + half)
-
-
-_PROPORTION_CI = {"clopper-pearson": clopper_pearson, "wilson": wilson}
-
-
-def proportion_ci(k: int, n: int, level: float = 0.95,
-                  method: str = "clopper-pearson") -> tuple[float, float]:
-    """Interval of a success rate k/n (fractions): "clopper-pearson" (exact) or "wilson"."""
-    if method not in _PROPORTION_CI:
-        raise ValueError(f"method must be one of {', '.join(_PROPORTION_CI)}, got {method!r}")
-    return _PROPORTION_CI[method](k, n, level)
-
-
-def t_cdf(t: float, df: float) -> float:
-    """CDF of Student's t distribution with ``df`` degrees of freedom."""
-    tail = 0.5 * betainc(df / 2.0, 0.5, df / (df + t * t))
-    return 1.0 - tail if t >= 0 else tail
-
-
-def t_quantile(q: float, df: float) -> float:
-    """Quantile of Student's t (e.g. t_quantile(0.975, 2) = 4.303)."""
-    if not 0.0 < q < 1.0:
-        raise ValueError(f"need 0 < q < 1, got {q}")
-    if q < 0.5:
-        return -t_quantile(1.0 - q, df)
-    hi = 1.0
-    while t_cdf(hi, df) < q:
-        hi *= 2.0
-    return _bisect(lambda t: t_cdf(t, df), 0.0, hi, q)
-
-
-def mean_ci(values, level: float = 0.95) -> tuple[float, float]:
-    """Student-t interval of a mean (NaN with fewer than 2 finite values).
-
-    Honest with a handful of runs, where a percentile bootstrap is too narrow (with 3 values
-    it cannot leave their range).
-    """
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    if len(v) < 2:
-        return math.nan, math.nan
-    half = t_quantile((1.0 + level) / 2.0, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
-    return float(v.mean() - half), float(v.mean() + half)
+def too_few(n_success: int) -> bool:
+    """Whether a mean over ``n_success`` successful runs is shown without an interval."""
+    return n_success < MIN_FOR_INTERVAL
 
 
 def _pct(x: float, digits: int = 0) -> str:
@@ -179,21 +65,23 @@ def sr_statement(k: int, n: int, level: float = 0.95, method: str = "clopper-pea
             f"{100 * lo:.0f} to {100 * hi:.0f} %, {how}).")
 
 
-def _resample(success: np.ndarray, gain: np.ndarray, n_boot: int, rng: np.random.Generator):
-    """SR (%), mean Best Sparse A_gain over successes and LTS for n_boot resamples of runs.
-
-    A_gain is NaN in a resample with no success; LTS is then 0, as in `metrics.table2`.
-    """
-    n = len(success)
-    idx = rng.integers(0, n, size=(n_boot, n))
-    won = success[idx]
-    n_won = won.sum(axis=1)
-    total = np.where(won, np.nan_to_num(gain)[idx], 0.0).sum(axis=1)
+def _sr_gain_lts(success: np.ndarray, gain: np.ndarray, axis: int = -1) -> np.ndarray:
+    """(SR %, mean Best Sparse A_gain over successes, LTS) of runs along ``axis``; A_gain is
+    NaN without a success, LTS then 0, as in `metrics.table2`."""
+    n_won = success.sum(axis=axis)
+    total = (success * gain).sum(axis=axis)
     with np.errstate(invalid="ignore", divide="ignore"):
         a_gain = np.where(n_won > 0, total / n_won, np.nan)
-    sr = n_won / n * 100.0
-    lts = np.where(n_won > 0, a_gain * sr / 100.0, 0.0)
-    return sr, a_gain, lts
+    sr = n_won / success.shape[axis] * 100.0
+    return np.stack([sr, a_gain, np.where(n_won > 0, a_gain * sr / 100.0, 0.0)])
+
+
+def _resample(success: np.ndarray, gain: np.ndarray, n_boot: int, rng: np.random.Generator):
+    """SR (%), A_gain and LTS of n_boot resamples of runs (`stats.bootstrap_distribution`,
+    runs resampled with their success and gain together)."""
+    won = np.asarray(success, dtype=float)
+    g = np.where(success, np.nan_to_num(gain), 0.0)
+    return tuple(bootstrap_distribution((won, g), _sr_gain_lts, n_boot, rng, paired=True))
 
 
 def _point(success: np.ndarray, gain: np.ndarray) -> tuple[float, float, float]:
@@ -226,13 +114,14 @@ def bootstrap_ci(
     means (``"t"``, wider and more honest with a handful of runs, where a bootstrap cannot leave
     the range of the values it resamples; cut at 0 when selecting on test accuracy, where
     neither can be negative).
+    A_gain gets no interval (NaN) from fewer than `stats.MIN_FOR_INTERVAL` successes: with 2
+    a bootstrap returns their range, which reads as a precise interval (`too_few`).
     Columns: n_runs, n_success, sr, sr_lo, sr_hi, a_gain, a_gain_lo, a_gain_hi, lts, lts_lo,
     lts_hi (SR in percent).
     """
     if mean_method not in ("bootstrap", "t"):
         raise ValueError(f"mean_method must be 'bootstrap' or 't', got {mean_method!r}")
     s = run_summary(df, select_on=select_on)
-    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
     rows = {}
     for arch in _order(s["arch"]):
         success, gain = _runs(s, arch)
@@ -242,9 +131,8 @@ def bootstrap_ci(
         if mean_method == "bootstrap":
             boot = _resample(success, gain, n_boot, _rng(seed, arch))
             for name, values in zip(("a_gain", "lts"), boot[1:], strict=True):
-                finite = values[np.isfinite(values)]
-                lo, hi = np.percentile(finite, q) if len(finite) else (math.nan, math.nan)
-                row.update({f"{name}_lo": float(lo), f"{name}_hi": float(hi)})
+                lo, hi = percentile_ci(values, level)
+                row.update({f"{name}_lo": lo, f"{name}_hi": hi})
         else:
             for name, values in (("a_gain", gain[success]),
                                  ("lts", np.where(success, np.nan_to_num(gain), 0.0))):
@@ -252,6 +140,8 @@ def bootstrap_ci(
                 # selected on test accuracy, a winner's gain is >= 0, so A_gain and LTS are
                 row[f"{name}_lo"] = max(0.0, lo) if select_on == "test" else lo
                 row[f"{name}_hi"] = hi
+        if too_few(k):  # a mean of 1 to 4 gains: no interval worth printing
+            row.update(a_gain_lo=math.nan, a_gain_hi=math.nan)
         sr_lo, sr_hi = proportion_ci(k, n, level, sr_method)
         row.update(sr_lo=100.0 * sr_lo, sr_hi=100.0 * sr_hi, **point)
         rows[arch] = row
@@ -270,40 +160,13 @@ def ci_statements(ci: pd.DataFrame, level: float = 0.95) -> list[str]:
         n, k = int(r["n_runs"]), int(r["n_success"])
         text = f"{arch}: " + sr_statement(k, n, level)
         if k:
+            gain_ci = (f"CI {_pct(r['a_gain_lo'], 2)} to {_pct(r['a_gain_hi'], 2)}"
+                       if not too_few(k) else "too few for an interval")
             text += (f" Best Sparse A_gain {r['a_gain']:.2f} % over the {k} successful "
-                     f"run{'s' if k > 1 else ''} (CI {_pct(r['a_gain_lo'], 2)} to "
-                     f"{_pct(r['a_gain_hi'], 2)}), LTS {r['lts']:.2f} (CI "
+                     f"run{'s' if k > 1 else ''} ({gain_ci}), LTS {r['lts']:.2f} (CI "
                      f"{_pct(r['lts_lo'], 2)} to {_pct(r['lts_hi'], 2)}).")
         out.append(text)
     return out
-
-
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks (1-based) along the last axis, ties get their average rank."""
-    x = np.asarray(x, dtype=float)
-    less = (x[..., None, :] < x[..., :, None]).sum(axis=-1)
-    equal = (x[..., None, :] == x[..., :, None]).sum(axis=-1)
-    return less + (equal + 1) / 2.0
-
-
-def spearman(x, y) -> np.ndarray | float:
-    """Spearman rank correlation along the last axis (Pearson on average ranks).
-
-    NaN where either side is constant, since then no order exists to correlate.
-    """
-    rx, ry = _ranks(x), _ranks(y)
-    rx = rx - rx.mean(axis=-1, keepdims=True)
-    ry = ry - ry.mean(axis=-1, keepdims=True)
-    den = np.sqrt((rx**2).sum(axis=-1) * (ry**2).sum(axis=-1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rho = np.where(den > 0, (rx * ry).sum(axis=-1) / den, np.nan)
-    return float(rho) if rho.ndim == 0 else rho
-
-
-def _permutations(n: int, n_perm: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
-    if n <= 8:  # 8! = 40320 orderings: cheap, and an exact p-value
-        return np.array(list(itertools.permutations(range(n)))), "exact"
-    return np.array([rng.permutation(n) for _ in range(n_perm)]), "monte carlo"
 
 
 def size_trend(
@@ -319,9 +182,11 @@ def size_trend(
 
     - rho_ci: percentile bootstrap CI of rho, resampling runs within each arch.
     - p_value: two-sided permutation p-value of rho over the architecture labels (exact
-      enumeration up to 8 archs, else n_perm random permutations); p_decreasing is the
-      one-sided one for the paper's claim (rho < 0). With n archs the smallest possible
-      two-sided p is 2/n!, e.g. 0.083 for 4 archs: a few archs cannot show a trend.
+      enumeration up to 8 archs, else n_perm random permutations; twice the smaller tail,
+      `stats.permutation`); p_decreasing is the one-sided one for the paper's claim (rho < 0),
+      p_increasing the other tail (a rise with size, the opposite of the claim).
+      With n archs the smallest possible two-sided p is 2/n!, e.g. 0.083 for 4 archs: a few
+      archs cannot show a trend.
     With fewer than 3 archs every number is NaN and `message` says why.
     """
     s = run_summary(df, select_on=select_on)
@@ -339,6 +204,7 @@ def size_trend(
         "level": level,
         "p_value": math.nan,
         "p_decreasing": math.nan,
+        "p_increasing": math.nan,
         "permutation": None,
         "message": "",
     }
@@ -349,18 +215,17 @@ def size_trend(
     lts = np.array(out["lts"])
     rho = spearman(x, lts)
     boot = np.stack([_resample(*_runs(s, a), n_boot, _rng(seed, a))[2] for a in archs], axis=1)
-    rho_boot = spearman(np.broadcast_to(x, boot.shape), boot)
-    rho_boot = rho_boot[np.isfinite(rho_boot)]
-    if len(rho_boot):
-        lo, hi = np.percentile(rho_boot, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
-        out["rho_ci"] = (float(lo), float(hi))
-    perms, kind = _permutations(len(archs), n_perm, np.random.default_rng(seed))
-    rho_perm = spearman(np.broadcast_to(x, perms.shape), lts[perms])
-    tol = 1e-12  # permutations tying with the observed rho count as at least as extreme
+    out["rho_ci"] = percentile_ci(spearman(x, boot), level)
+    # every ordering up to 8 architectures (8! = 40320: an exact p), else n_perm random ones
+    n = len(archs)
+    test = permutation((lts,), lambda y, axis=-1: spearman(x, y), "pairings",
+                       math.factorial(n) if n <= 8 else n_perm, seed)
+    kind = test["kind"]
     out.update(
         rho=rho,
-        p_value=float(np.mean(np.abs(rho_perm) >= abs(rho) - tol)),
-        p_decreasing=float(np.mean(rho_perm <= rho + tol)),
+        p_value=test["p"],
+        p_decreasing=test["p_less"],
+        p_increasing=test["p_greater"],
         permutation=kind,
         message=f"{len(archs)} architectures, {kind} permutation test",
     )
@@ -371,7 +236,8 @@ def trend_statement(trend: dict, alpha: float = 0.05, what: str = "LTS") -> str:
     """The verdict of a `size_trend` result in one or two plain sentences.
 
     Rule: the paper's "``what`` falls with model size" is supported when the one-sided
-    permutation p (``p_decreasing``) is below ``alpha``; otherwise it is not shown by these
+    permutation p (``p_decreasing``) is below ``alpha``, contradicted when the other tail's
+    (``p_increasing``, a rise) is; otherwise it is not shown by these
     runs, which is not evidence against it when few architectures cap how small p can get.
     """
     n = trend["n_archs"]
@@ -385,6 +251,9 @@ def trend_statement(trend: dict, alpha: float = 0.05, what: str = "LTS") -> str:
             f"decrease with size.")
     if trend["p_decreasing"] < alpha:
         return text + f" Supported at the {alpha:g} level."
+    if trend.get("p_increasing", math.nan) < alpha:
+        return text + (f" Contradicted: {what} rises with size (one-sided permutation "
+                       f"p = {trend['p_increasing']:.3f}).")
     text += f" Not shown at the {alpha:g} level"
     if math.isfinite(floor):
         text += f" (with {n} architectures no p can be below {floor:.3g})"
@@ -437,14 +306,16 @@ def null_sr(stages: int, mode: str = "exchangeable") -> float:
 
 
 def _p_a_gain(a_gain: float, sd: float, mu: float, n_runs: int, stages: int, mode: str,
-              n_rep: int, rng: np.random.Generator, estimated: bool) -> float:
-    """One-sided p of a mean Best Sparse A_gain at least ``a_gain``: ``n_rep`` whole
+              n_rep: int, rng: np.random.Generator, estimated: bool
+               ) -> tuple[float, float]:
+    """One-sided p's of a mean Best Sparse A_gain at least ``a_gain`` and at most it (below
+    the null: pruning that hurts would show there), from ``n_rep`` whole
     experiments of ``n_runs`` noise-only runs. With sigma ``estimated`` from the same dense
     runs, each experiment's mean gain is divided by its own dense std (the gains scale with
     sigma, so the ratio does not depend on the unknown true sigma), and so is ``a_gain``:
     the estimate's own uncertainty is in the p-value. Undefined (NaN) without spread."""
     if not (np.isfinite(sd) and sd > 0):
-        return float("nan")
+        return math.nan, math.nan
     dense = mu + sd * rng.standard_normal((n_rep, n_runs, 1))
     noise = sd * rng.standard_normal((n_rep, n_runs, stages - 1))
     sparse = mu + noise if mode == "exchangeable" else dense + noise
@@ -456,7 +327,8 @@ def _p_a_gain(a_gain: float, sd: float, mu: float, n_runs: int, stages: int, mod
         if estimated:
             mean, a_gain = mean / dense[..., 0].std(axis=1, ddof=1), a_gain / sd
     mean = mean[n_won > 0]
-    return float((1 + (mean >= a_gain).sum()) / (1 + len(mean)))
+    return (float((1 + (mean >= a_gain).sum()) / (1 + len(mean))),
+            float((1 + (mean <= a_gain).sum()) / (1 + len(mean))))
 
 
 def null_model(
@@ -479,7 +351,9 @@ def null_model(
     p_a_gain: share of n_rep simulated noise-only experiments of as many runs whose mean
     A_gain over successes, relative to their own dense std, is at least the measured one
     relative to sigma (so a sigma estimated from few runs does not make p too small; with
-    ``sigma`` given, plain mean gains are compared).
+    ``sigma`` given, plain mean gains are compared). p_sr_below and p_a_gain_below are the
+    other tails (at most the measured successes; at most the measured mean gain): a search
+    that does worse than noise, e.g. pruning that costs accuracy, shows there.
     ``sigma`` overrides the spread per architecture, e.g. with the std of many more dense runs
     than the ticket search has (a handful of runs estimates a spread poorly).
     Selection is on test accuracy, as in the paper; the measured columns use every stored run
@@ -502,7 +376,7 @@ def null_model(
                "sigma": sd, "dense_mean": mu, "sr_measured": sr, "a_gain_measured": a_gain,
                "lts_measured": lts, "mode": mode, "sr_null": math.nan,
                "a_gain_null": math.nan, "lts_null": math.nan, "p_sr": math.nan,
-               "p_a_gain": math.nan}
+               "p_a_gain": math.nan, "p_sr_below": math.nan, "p_a_gain_below": math.nan}
         for m in _NULL_MODES:
             row.update({f"{c}_null_{m}": math.nan for c in ("sr", "a_gain", "lts")})
         if k >= 2 and math.isfinite(sd):
@@ -517,11 +391,14 @@ def null_model(
                     continue
                 row.update(sr_null=n_sr, a_gain_null=row[f"a_gain_null_{m}"],
                            lts_null=row[f"lts_null_{m}"],
-                           p_sr=binom_sf(row["n_success"], row["n_runs"], null_sr(k, m) / 100))
+                           p_sr=binom_p(row["n_success"], row["n_runs"], null_sr(k, m) / 100),
+                           p_sr_below=binom_p(row["n_success"], row["n_runs"],
+                                              null_sr(k, m) / 100, "less"))
                 estimated = arch not in (sigma or {})
                 if row["n_success"] and (len(dense) >= 2 or not estimated):
-                    row["p_a_gain"] = _p_a_gain(a_gain, sd, mu, len(success), k, m, n_rep,
-                                                _rng(seed + 1, arch), estimated)
+                    row["p_a_gain"], row["p_a_gain_below"] = _p_a_gain(
+                        a_gain, sd, mu, len(success), k, m, n_rep, _rng(seed + 1, arch),
+                        estimated)
         rows[arch] = row
     out = pd.DataFrame.from_dict(rows, orient="index")
     out.index.name = "arch"
@@ -533,13 +410,21 @@ def null_verdict(null: pd.DataFrame, alpha: float = 0.05) -> list[str]:
     quality beyond what noise alone gives?
 
     Rule: "above the null on both" when the one-sided p of SR and of A_gain against the
-    table's null mode are both below ``alpha``; otherwise "not beyond what noise alone
-    produces" (with a few runs, this says the runs cannot tell tickets from noise).
+    table's null mode are both below ``alpha``; "below the null" (SR, A_gain or both) when
+    the other tail's p is below ``alpha``; otherwise "not beyond what noise alone produces"
+    (with a few runs, this says the runs cannot tell tickets from noise).
     """
     out = []
     for arch, r in null.iterrows():
-        if not (math.isfinite(r["sr_null"]) and math.isfinite(r["a_gain_measured"])):
-            out.append(f"{arch}: no null model (needs K >= 2 and 2 dense runs) or no success.")
+        if not math.isfinite(r["sr_null"]):
+            out.append(f"{arch}: no null model (needs K >= 2 and 2 dense runs).")
+            continue
+        if not math.isfinite(r["a_gain_measured"]):  # no success: SR is all there is to say
+            low = r.get("p_sr_below", math.nan)
+            out.append(f"{arch}: no run found a winning ticket, against SR {r['sr_null']:.0f} % "
+                       f"from noise alone ({int(r['n_runs'])} runs; one-sided p = {low:.3g} "
+                       "below the null): " + ("SR below the null." if low < alpha else
+                                              "not beyond what noise alone produces."))
             continue
         other = [m for m in _NULL_MODES if m != r.get("mode", "dense")]
         also = ""
@@ -548,13 +433,19 @@ def null_verdict(null: pd.DataFrame, alpha: float = 0.05) -> list[str]:
             also = (f"; with {'a noise-free' if o == 'dense' else 'an equally noisy'} dense "
                     f"accuracy: {r[f'sr_null_{o}']:.0f} % and {r[f'a_gain_null_{o}']:.2f} %")
         beyond = r.get("p_sr", math.nan) < alpha and r.get("p_a_gain", math.nan) < alpha
+        below = [what for what, c in (("SR", "p_sr_below"), ("A_gain", "p_a_gain_below"))
+                 if r.get(c, math.nan) < alpha]
         ps = (f"one-sided p = {r['p_sr']:.3g} for SR, {r['p_a_gain']:.3g} for A_gain"
               if "p_sr" in r else "no p-values")
+        if "p_sr_below" in r:
+            ps += (f" (below the null: {r['p_sr_below']:.3g} and "
+                   f"{r.get('p_a_gain_below', math.nan):.3g})")
         out.append(
             f"{arch}: measured SR {r['sr_measured']:.0f} % and A_gain {r['a_gain_measured']:.2f}"
             f" % against {r['sr_null']:.0f} % and {r['a_gain_null']:.2f} % from noise alone "
             f"(sigma {r['sigma']:.2f}, {int(r['n_runs'])} runs{also}); {ps}: "
             + ("above the null on both." if beyond else
+               f"{' and '.join(below)} below the null." if below else
                "not beyond what noise alone produces."))
     return out
 
@@ -582,9 +473,10 @@ def compare_pruners(dfs: dict[str, pd.DataFrame], select_on: str = "test") -> pd
 def two_sample_test(x, y, n_perm: int = 10_000, seed: int = 0) -> dict:
     """Do two samples differ? Permutation tests of the mean difference and of Mann-Whitney U.
 
-    Both p-values are two-sided and come from the same relabellings of the pooled values:
-    all of them when there are at most ``n_perm`` (exact), else ``n_perm`` random ones (Monte
-    Carlo, p = (1 + hits) / (1 + n_perm)). auc = U / (n_x n_y) = P(x > y) + P(x = y) / 2.
+    Both p-values are two-sided (`stats.permutation`: twice the smaller tail) and come from
+    relabellings of the pooled values: all of them when there are at most ``n_perm`` (exact),
+    else ``n_perm`` random ones (Monte Carlo, p = (1 + hits) / (1 + n_perm)).
+    auc = U / (n_x n_y) = P(x > y) + P(x = y) / 2. A sample of one value gets no p (NaN).
     Keys: n_x, n_y, diff (mean x - mean y), auc, p_mean, p_mannwhitney, permutation.
     """
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
@@ -593,30 +485,19 @@ def two_sample_test(x, y, n_perm: int = 10_000, seed: int = 0) -> dict:
            "p_mannwhitney": math.nan, "permutation": None}
     if n1 == 0 or n2 == 0:
         return out
-    z = np.concatenate([x, y])
-    n = n1 + n2
-    if math.comb(n, n1) <= n_perm:
-        idx = np.array(list(itertools.combinations(range(n), n1)), dtype=int).reshape(-1, n1)
-        kind = "exact"
-    else:
-        rng = np.random.default_rng(seed)
-        idx = rng.random((n_perm, n)).argsort(axis=1)[:, :n1]
-        kind = "monte carlo"
-    total = z.sum()
-    diff_of = lambda s: s / n1 - (total - s) / n2
-    ranks = _ranks(z)
-    u_of = lambda r: r - n1 * (n1 + 1) / 2.0
-    diff = diff_of(x.sum())
-    u = u_of(ranks[:n1].sum())
-    tol = 1e-9 * max(1.0, abs(diff))
-    hits_mean = np.abs(diff_of(z[idx].sum(axis=1))) >= abs(diff) - tol
-    centre = n1 * n2 / 2.0
-    hits_u = np.abs(u_of(ranks[idx].sum(axis=1)) - centre) >= abs(u - centre) - 1e-9
-    if kind == "exact":
-        p_mean, p_u = float(hits_mean.mean()), float(hits_u.mean())
-    else:
-        p_mean = float((1 + hits_mean.sum()) / (1 + n_perm))
-        p_u = float((1 + hits_u.sum()) / (1 + n_perm))
-    out.update(diff=float(diff), auc=float(u / (n1 * n2)), p_mean=p_mean, p_mannwhitney=p_u,
-               permutation=kind)
+
+    def diff(a, b, axis=-1):
+        return a.mean(axis=axis) - b.mean(axis=axis)
+
+    def u(a, b, axis=-1):
+        ranks = rankdata(np.concatenate([a, b], axis=axis), axis=axis)
+        return ranks[..., : a.shape[axis]].sum(axis=axis) - n1 * (n1 + 1) / 2.0
+
+    if min(n1, n2) < 2:  # scipy relabels only samples of 2 or more: no p, the effect sizes
+        out.update(diff=float(diff(x, y)), auc=float(u(x, y) / (n1 * n2)))
+        return out
+    mean = permutation((x, y), diff, "independent", n_perm, seed)
+    mw = permutation((x, y), u, "independent", n_perm, seed)
+    out.update(diff=mean["statistic"], auc=float(mw["statistic"] / (n1 * n2)),
+               p_mean=mean["p"], p_mannwhitney=mw["p"], permutation=mean["kind"])
     return out

@@ -16,7 +16,6 @@ uncertainty, and a verdict computed by the stated rule (`RULES`) from the statis
 from __future__ import annotations
 
 import html
-import itertools
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -28,7 +27,10 @@ from lth_core.analysis.metrics import KINDS, LABELS, run_summary
 from lth_core.analysis.metrics import table2 as metrics_table2
 from lth_core.models import ARCHITECTURES, PARAM_COUNTS, build, by_size, count_parameters
 
+from .claims import bootstrap_ci, size_trend, too_few
+from .claims import null_model as claims_null_model
 from .paper import PAPER_NAMES, PAPER_PARAMS, PAPER_TABLE1, paper_table2
+from .stats import mean_ci, permutation, spearman
 
 DASH = "—"
 NOT_COMPUTED = "not computed at this budget"
@@ -306,6 +308,17 @@ def table2_agreement(ours: pd.DataFrame) -> dict:
 # -- intervals -----------------------------------------------------------------------------
 
 
+TOO_FEW = "too few successes"
+
+
+def gain_ci(r: Mapping) -> str:
+    """A_gain's interval of a `claims.bootstrap_ci` row, or `TOO_FEW` from fewer than
+    `stats.MIN_FOR_INTERVAL` successes (2 gains make a bootstrap interval of their range)."""
+    if too_few(int(r["n_success"])) and int(r["n_success"]) > 0:
+        return f"{TOO_FEW} ({int(r['n_success'])})"
+    return ci(r["a_gain_lo"], r["a_gain_hi"])
+
+
 def interval_table(boot: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.DataFrame:
     """SR, A_gain and LTS with their 95 % intervals (a `claims.bootstrap_ci` table), one row
     per architecture by size, each beside the paper's printed value."""
@@ -319,7 +332,7 @@ def interval_table(boot: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.
             "SR (95 % interval)": f"{pct(r['sr'])} ({ci(r['sr_lo'], r['sr_hi'], pct)})",
             "paper SR": pct(paper.at[arch, "sr"]) if has else DASH,
             "A_gain % (95 % interval)":
-                f"{num(r['a_gain'])} ({ci(r['a_gain_lo'], r['a_gain_hi'])})",
+                f"{num(r['a_gain'])} ({gain_ci(r)})",
             "paper A_gain %": num(paper.at[arch, "best_sparse_a_gain_mean"]) if has else DASH,
             "LTS (95 % interval)": f"{num(r['lts'])} ({ci(r['lts_lo'], r['lts_hi'])})",
             "paper LTS": num(paper.at[arch, "lts"]) if has else DASH,
@@ -332,34 +345,34 @@ def interval_table(boot: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.
 
 def rank_trend(values: Mapping[str, float], counts: Mapping[str, int] | None = None) -> dict:
     """Spearman rho between parameter count and ``values`` (arch -> value), with the exact
-    one-sided permutation p of a decrease (`claims.size_trend`'s test, for any per-arch value).
+    one-sided permutation p of a decrease (`claims.size_trend`'s test, for any per-arch value),
+    and p_up, the other tail's (a rise with size, which a test of a fall alone would hide).
 
     Architectures with a NaN value are left out; fewer than `MIN_TREND_ARCHS`: rho and p NaN.
     """
-    from .claims import spearman
-
     counts = counts or PARAM_COUNTS
     archs = [a for a in by_size(values) if _finite(values[a])]
-    out = {"archs": archs, "n": len(archs), "rho": math.nan, "p": math.nan}
+    out = {"archs": archs, "n": len(archs), "rho": math.nan, "p": math.nan, "p_up": math.nan}
     if len(archs) < MIN_TREND_ARCHS:
         return out
     x = np.array([counts[a] for a in archs], dtype=float)
     y = np.array([values[a] for a in archs], dtype=float)
-    perms = np.array(list(itertools.permutations(range(len(y)))))
-    if len(perms) > 50_000:  # more than 8 architectures: a random sample of orderings
-        rng = np.random.default_rng(0)
-        perms = np.array([rng.permutation(len(y)) for _ in range(10_000)])
-    rho = spearman(x, y)
-    rho_perm = spearman(np.broadcast_to(x, perms.shape), y[perms])
-    out.update(rho=float(rho), p=float(np.mean(rho_perm <= rho + 1e-12)))
+    # every ordering up to 8 architectures (an exact p), else 10,000 random ones
+    n = len(y)
+    test = permutation((y,), lambda v, axis=-1: spearman(x, v), "pairings",
+                       math.factorial(n) if n <= 8 else 10_000, 0)
+    out.update(rho=float(spearman(x, y)), p=test["p_less"], p_up=test["p_greater"])
     return out
 
 
 def _trend_text(t: dict) -> str:
     if t["n"] < MIN_TREND_ARCHS:
         return f"{t['n']} architecture{'s' if t['n'] != 1 else ''}: no trend to test"
-    return (f"Spearman ρ = {num(t['rho'])} over {t['n']} architectures, one-sided "
+    text = (f"Spearman ρ = {num(t['rho'])} over {t['n']} architectures, one-sided "
             f"p = {num(t['p'], 3)}")
+    if t.get("p_up", math.nan) < ALPHA:  # the opposite of the claim, shown when it is there
+        text += f" (a rise with size instead: one-sided p = {num(t['p_up'], 3)})"
+    return text
 
 
 # -- the findings --------------------------------------------------------------------------
@@ -418,8 +431,6 @@ CLAIMS = {
 def null_model(df: pd.DataFrame, **kwargs) -> pd.DataFrame:
     """`claims.null_model` on the architectures whose dense accuracies vary between runs
     (with a zero spread there is no noise to simulate); keyword arguments are passed on."""
-    from .claims import null_model as claims_null_model
-
     dense = df[df["stage"] == 0].groupby("arch")["test_acc"].std(ddof=1)
     sigma = kwargs.get("sigma") or {}
     varied = [a for a in dense.index if (sigma.get(a) or dense[a]) > 0]
@@ -430,9 +441,7 @@ def null_model(df: pd.DataFrame, **kwargs) -> pd.DataFrame:
 
 
 def _t_interval(values) -> tuple[float, float, float, int]:
-    """(mean, lo, hi, n) of the finite values, 95 % Student-t interval (`claims.mean_ci`)."""
-    from .claims import mean_ci
-
+    """(mean, lo, hi, n) of the finite values, 95 % Student-t interval (`stats.mean_ci`)."""
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
     lo, hi = mean_ci(v) if len(v) >= 2 else (math.nan, math.nan)
@@ -465,8 +474,6 @@ def findings(df: pd.DataFrame, seed: int = 0, null: pd.DataFrame | None = None,
     verdict (one of `VERDICTS`), rule (`RULES`), chapter (document name), chapter_title, scope
     (architectures computed out of the paper's seven).
     """
-    from .claims import bootstrap_ci, size_trend
-
     paper = paper_table2()
     ours = metrics_table2(df)
     archs = by_size(ours.index)
@@ -492,7 +499,8 @@ def findings(df: pd.DataFrame, seed: int = 0, null: pd.DataFrame | None = None,
 
     def booted(col: str, fmt: Callable = num) -> list[str]:
         return [f"{name(a)}: {fmt(boot.at[a, col])} "
-                f"({ci(boot.at[a, f'{col}_lo'], boot.at[a, f'{col}_hi'], fmt)})"
+                + (f"({gain_ci(boot.loc[a])})" if col == "a_gain" else
+                   f"({ci(boot.at[a, f'{col}_lo'], boot.at[a, f'{col}_hi'], fmt)})")
                 for a in archs if a in boot.index]
 
     # §3.1: SR falls with size

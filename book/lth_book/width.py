@@ -28,8 +28,18 @@ from lth_core.analysis.metrics import complete_runs, run_summary, table2
 from lth_core.models import WIDTH_FAMILY, WIDTH_PARAM_COUNTS
 from lth_core.store import RECORD_KEYS, load_results
 
-from .claims import mean_ci, proportion_ci, spearman, sr_statement
+from .claims import sr_statement, too_few
 from .profiles import REPO_ROOT
+from .stats import (
+    bootstrap_distribution,
+    bootstrap_mean_ci,
+    mean_ci,
+    percentile_ci,
+    permutation,
+    proportion_ci,
+    spearman,
+)
+from .stats import slope as fit_slope
 
 # The study's widths, smallest first.
 WIDTHS: list[str] = sorted(WIDTH_FAMILY, key=WIDTH_PARAM_COUNTS.get)
@@ -158,7 +168,8 @@ def width_summary(df: pd.DataFrame, level: float = 0.95, select_on: str = "test"
     Columns: width, params, runs (with any record), complete_runs, incomplete_runs,
     n_success, sr with sr_lo/sr_hi (Clopper-Pearson, percent), a_gain_mean/a_gain_std
     (Best Sparse, over successful runs) with a_gain_lo/a_gain_hi (percentile bootstrap of
-    its mean, `bootstrap_mean_ci`), lts with lts_lo/lts_hi (Student-t interval of the
+    its mean, `stats.bootstrap_mean_ci`; NaN from fewer than `stats.MIN_FOR_INTERVAL`
+    successes, shown as too few), lts with lts_lo/lts_hi (Student-t interval of the
     mean over runs of success x A_gain, cut at 0 where it cannot be negative: selection on
     test accuracy), tl_gain_mean/tl_gain_std (Best Sparse),
     dense_test_acc_mean/std, status: "ok", "not enough runs" (fewer than ``min_runs``
@@ -201,18 +212,6 @@ def width_summary(df: pd.DataFrame, level: float = 0.95, select_on: str = "test"
     return out[first + [c for c in out.columns if c not in first]]
 
 
-def bootstrap_mean_ci(values: np.ndarray, level: float = 0.95, n_boot: int = 4000,
-                      seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of a mean (NaN with fewer than 2 values)."""
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    if len(v) < 2:
-        return math.nan, math.nan
-    means = v[np.random.default_rng(seed).integers(0, len(v), (n_boot, len(v)))].mean(axis=1)
-    lo, hi = np.percentile(means, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
-    return float(lo), float(hi)
-
-
 def width_statements(summary: pd.DataFrame, level: float = 0.95) -> list[str]:
     """One plain sentence per width of a `width_summary` table."""
     out = []
@@ -227,7 +226,9 @@ def width_statements(summary: pd.DataFrame, level: float = 0.95) -> list[str]:
         if r["n_success"]:
             std = "" if math.isnan(r["a_gain_std"]) else f" ± {r['a_gain_std']:.2f}"
             boot = (f" (mean's {100 * level:.0f} % bootstrap interval {r['a_gain_lo']:.2f} to "
-                    f"{r['a_gain_hi']:.2f})" if math.isfinite(r["a_gain_lo"]) else "")
+                    f"{r['a_gain_hi']:.2f})" if math.isfinite(r["a_gain_lo"]) else
+                    " (too few successes for an interval of the mean)"
+                    if too_few(int(r["n_success"])) else "")
             text += (f" Best Sparse A_gain {r['a_gain_mean']:.2f}{std} %{boot}, "
                      f"LTS {r['lts']:.2f}"
                      + (f" ({100 * level:.0f} % CI {r['lts_lo']:.2f} to {r['lts_hi']:.2f})"
@@ -243,12 +244,6 @@ def _values(pr: pd.DataFrame, stat: str) -> pd.DataFrame:
     if stat in ("a_gain", "tl_gain", "a_gain_sigma"):
         pr = pr[pr["success"]]
     return pr[["arch", "params", stat]].rename(columns={stat: "y"}).dropna()
-
-
-def _slope(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Least-squares slope of y (last axis) on x."""
-    xc = x - x.mean()
-    return (y * xc).sum(axis=-1) / (xc**2).sum()
 
 
 def width_trend(
@@ -271,9 +266,10 @@ def width_trend(
     - slope: least-squares slope of the per-run values (success x 100 for SR, success x
       A_gain for LTS, the successful runs' gains for A_gain and TL_gain) on log10 parameter
       count, i.e. the change per tenfold increase in size; p_value: two-sided permutation p
-      of the slope, runs' values shuffled across widths (``n_perm`` times; p = (1 + hits) /
-      (1 + n_perm)); p_decreasing: one-sided, for a fall with size; p_rho: the same shuffles'
-      two-sided p of rho.
+      of the slope (`stats.permutation`: twice the smaller tail), runs' values shuffled
+      across widths (``n_perm`` times; each tail (1 + hits) / (1 + n_perm)); p_decreasing:
+      one-sided, for a fall with size; p_increasing: the other tail, a rise; p_rho: the same
+      shuffles' two-sided p of rho.
     - status and verdict, by the rule in ``rule``.
     """
     if stat not in STATS:
@@ -292,7 +288,8 @@ def width_trend(
            "values": [], "n": [have.get(w, 0) for w in widths],
            "left_out": {w: complete.get(w, 0) for w in WIDTHS if w not in widths},
            "rho": math.nan, "rho_ci": (math.nan, math.nan), "slope": math.nan,
-           "p_value": math.nan, "p_decreasing": math.nan, "p_rho": math.nan,
+           "p_value": math.nan, "p_decreasing": math.nan, "p_increasing": math.nan,
+           "p_rho": math.nan,
            "n_perm": n_perm, "level": level, "alpha": alpha, "rule": rule,
            "status": "not enough runs", "verdict": ""}
     left = ", ".join(f"{w} ({c} complete)" for w, c in out["left_out"].items())
@@ -311,33 +308,25 @@ def width_trend(
     label = np.repeat(np.arange(len(widths)), [len(g) for g in groups])
     onehot = (label[:, None] == np.arange(len(widths))[None, :]) / np.bincount(label)
     values = np.round(y @ onehot, 9)  # equal means must tie, whatever the summation order
-    rng = np.random.default_rng(seed)
-    perm = np.argsort(rng.random((n_perm, len(y))), axis=1)
-    scale = 1e-9 * max(1.0, float(np.abs(y).max()))
-    snap = lambda s: np.where(np.abs(s) < scale, 0.0, s)  # rounding noise is no slope
-    slope = float(snap(_slope(x, y)))
-    slopes = snap(_slope(x, y[perm]))
-    tol = scale
+    # the same seed gives both tests the same shuffles of runs across widths
+    by_slope = permutation((y,), lambda yy, axis=-1: fit_slope(x, yy), "pairings", n_perm, seed)
     rho = spearman(logp, values)
-    rhos = spearman(np.broadcast_to(logp, (n_perm, len(widths))), np.round(y[perm] @ onehot, 9))
-    boot_rng = np.random.default_rng(seed + 1)
-    boot = np.round(np.stack([g[boot_rng.integers(0, len(g), (n_boot, len(g)))].mean(axis=1)
-                              for g in groups], axis=1), 9)
-    rho_boot = spearman(np.broadcast_to(logp, boot.shape), boot)
-    rho_boot = rho_boot[np.isfinite(rho_boot)]
-    hits = lambda m: float((1 + m.sum()) / (1 + n_perm))
+    by_rho = permutation((y,), lambda yy, axis=-1: spearman(logp, np.round(yy @ onehot, 9)),
+                         "pairings", n_perm, seed)
+    rho_boot = bootstrap_distribution(
+        tuple(groups), lambda *g, axis=-1: spearman(logp, np.round(np.stack(
+            [v.mean(axis=axis) for v in g], axis=-1), 9)), n_boot, seed + 1)
     out.update(
-        values=[float(a) for a in values], rho=float(rho), slope=slope,
-        rho_ci=(tuple(float(q) for q in np.percentile(
-            rho_boot, [(1 - level) / 2 * 100, (1 + level) / 2 * 100]))
-            if len(rho_boot) else (math.nan, math.nan)),
-        p_value=hits(np.abs(slopes) >= abs(slope) - tol),
-        p_decreasing=hits(slopes <= slope + tol),
-        p_rho=hits(np.abs(rhos) >= abs(rho) - 1e-9) if math.isfinite(rho) else math.nan)
+        values=[float(a) for a in values], rho=float(rho), slope=by_slope["statistic"],
+        rho_ci=percentile_ci(rho_boot, level),
+        p_value=by_slope["p"], p_decreasing=by_slope["p_less"],
+        p_increasing=by_slope["p_greater"],
+        p_rho=by_rho["p"] if math.isfinite(rho) else math.nan)
+    slope_ = out["slope"]
     p = out["p_value"]
-    if p < alpha and slope < 0:
+    if p < alpha and slope_ < 0:
         status, head = "supported", f"Supported: {_NAMES[stat]} falls with model size"
-    elif p < alpha and slope > 0:
+    elif p < alpha and slope_ > 0:
         status, head = "contradicted", f"Contradicted: {_NAMES[stat]} rises with model size"
     else:
         status = "not shown"
@@ -345,7 +334,7 @@ def width_trend(
     rho_txt = "undefined (no order)" if not math.isfinite(rho) else f"{rho:.2f}"
     out["status"] = status
     out["verdict"] = (
-        f"{head} ({slope:+.3g} per tenfold increase in parameters, two-sided permutation "
+        f"{head} ({slope_:+.3g} per tenfold increase in parameters, two-sided permutation "
         f"p = {p:.3g} over {len(y)} runs of {len(widths)} widths; Spearman rho of the "
         f"per-width values with log size {rho_txt})."
         + (f" Left out, fewer than {min_runs} complete runs: {left}." if left else ""))
@@ -364,61 +353,113 @@ def paper_slope(stat: str = "lts") -> float:
     if stat not in values:
         raise ValueError(f"the paper gives no {stat!r}; choose from {', '.join(values)}")
     x = np.log10(np.array([PAPER_PARAMS[a] for a in t.index], dtype=float))
-    return float(_slope(x, values[stat].to_numpy(dtype=float)))
+    return float(fit_slope(x, values[stat].to_numpy(dtype=float)))
+
+
+def _simulated_power(x: tuple[float, ...], resid: tuple[tuple[float, ...], ...],
+                     counts: tuple[int, ...], b: float, alpha: float, n_sim: int, n_perm: int,
+                     seed: int) -> float:
+    """Share of ``n_sim`` simulated studies in which `width_trend`'s permutation test of the
+    slope finds a true slope ``b`` (two-sided p < ``alpha``, the right sign): at width w,
+    ``counts[w]`` values drawn from its measured residuals around its mean, plus b x_w."""
+    rng = np.random.default_rng(seed)
+    xs = np.repeat(np.asarray(x), counts)
+    found = 0
+    for _ in range(n_sim):
+        y = np.concatenate([rng.choice(np.asarray(r), size=c) + b * xw
+                            for r, c, xw in zip(resid, counts, x, strict=True)])
+        t = permutation((y,), lambda v, axis=-1: fit_slope(xs, v), "pairings", n_perm, rng)
+        found += t["p"] < alpha and np.sign(t["statistic"]) == np.sign(b)
+    return found / n_sim
+
+
+_POWER_CACHE: dict[tuple, float] = {}
+
+
+def _power(*key) -> float:
+    """`_simulated_power`, remembered (the chapter, the findings and the README ask alike)."""
+    if key not in _POWER_CACHE:
+        _POWER_CACHE[key] = _simulated_power(*key)
+    return _POWER_CACHE[key]
+
+
+MAX_RUNS = 1024  # the search for the runs needed stops here (reported as "more than")
 
 
 def width_power(df: pd.DataFrame, stat: str = "lts", slope: float | None = None,
                 min_runs: int = MIN_RUNS, alpha: float = 0.05, target: float = 0.8,
-                runs: int | None = None, select_on: str = "test") -> dict:
+                runs: int | None = None, select_on: str = "test", n_sim: int = 2000,
+                n_sim_search: int = 300, n_perm: int = 199, seed: int = 0) -> dict:
     """Could this study see a trend of ``slope`` per tenfold increase in parameters (default:
-    the paper's own, `paper_slope`)? Normal approximation of the slope test of `width_trend`:
-    with n_w runs of spread s_w at log size x_w, the least-squares slope has standard error
-    sqrt(sum n_w (x_w - m)^2 s_w^2) / sum n_w (x_w - m)^2 (m: the runs' mean log size), and a
-    true slope b is found (two-sided p < alpha, the right sign) with probability
-    Phi(|b| / se - z), z = Phi^-1(1 - alpha / 2).
+    the paper's own, `paper_slope`)? By simulating the permutation test `width_trend`
+    reports (`_simulated_power`: each width's measured values around its own mean, resampled,
+    plus the trend), ``n_sim`` studies for the power at this design and at 50 runs,
+    ``n_sim_search`` per step of the searches for runs_needed and detectable (their precision
+    is that of a few hundred studies), ``n_perm`` shuffles each; a normal
+    approximation of the slope's standard error overstates the power of this test with a
+    handful of skewed values per width.
 
-    Returns stat, slope, widths, n (values per width), se, power, detectable (the slope found
-    with probability ``target``) for the stored runs or, given ``runs``, for that many
-    complete runs at every width (spreads as measured); runs_needed (the same number of complete
-    runs at every width that reaches ``target``; for A_gain, successes in each width's measured
-    proportion) and power_50 (at the paper's 50 runs per width); NaN where fewer than 3
-    widths have ``min_runs`` complete runs.
+    Returns stat, slope, widths, n (values per width), power, detectable (the smallest slope
+    found with probability ``target``, to about 5 %) for the stored runs or, given ``runs``,
+    for that many complete runs at every width; runs_needed (the same number of complete runs
+    at every width that reaches ``target``, inf beyond `MAX_RUNS`; for A_gain, successes in
+    each width's measured proportion), power_50 (at the paper's 50 runs per width) and
+    n_sim; NaN where fewer than 3 widths have ``min_runs`` complete runs.
     """
-    from statistics import NormalDist
-
     slope = paper_slope(stat) if slope is None else slope
     pr = per_run(df, select_on)
     complete = pr.groupby("arch").size().to_dict() if len(pr) else {}
     v = _values(pr, stat) if len(pr) else pd.DataFrame(columns=["arch", "params", "y"])
     widths = [w for w in WIDTHS if complete.get(w, 0) >= min_runs
               and (v["arch"] == w).sum() >= 2]
-    out = {"stat": stat, "slope": slope, "widths": widths, "n": [], "se": math.nan,
-           "power": math.nan, "detectable": math.nan, "runs_needed": math.nan,
-           "power_50": math.nan, "alpha": alpha, "target": target}
+    out = {"stat": stat, "slope": slope, "widths": widths, "n": [], "power": math.nan,
+           "detectable": math.nan, "runs_needed": math.nan, "power_50": math.nan,
+           "alpha": alpha, "target": target, "n_sim": n_sim}
     if len(widths) < 3:
         return out
-    x = np.log10(np.array([WIDTH_PARAM_COUNTS[w] for w in widths], dtype=float))
+    x = tuple(float(a) for a in np.log10([WIDTH_PARAM_COUNTS[w] for w in widths]))
     ys = [v.loc[v["arch"] == w, "y"].to_numpy(dtype=float) for w in widths]
-    n = np.array([len(y) for y in ys], dtype=float)
-    var = np.array([y.var(ddof=1) for y in ys])
-    share = n / np.array([complete[w] for w in widths], dtype=float)  # values per run
+    resid = tuple(tuple(float(a) for a in np.round(y - y.mean(), 12)) for y in ys)
+    share = np.array([len(y) / complete[w] for y, w in zip(ys, widths, strict=True)])
 
-    def se(counts: np.ndarray) -> float:
-        d = x - (counts * x).sum() / counts.sum()
-        return float(np.sqrt((counts * d**2 * var).sum()) / (counts * d**2).sum())
+    def counts(n_runs: int) -> tuple[int, ...]:
+        return tuple(max(1, round(n_runs * s)) for s in share)
 
-    norm = NormalDist()
-    z, zt = norm.inv_cdf(1 - alpha / 2), norm.inv_cdf(target)
-    power = lambda s: norm.cdf(abs(slope) / s - z) if s > 0 else 1.0
-    se_one = se(share)  # N complete runs at every width: se_one / sqrt(N)
-    if runs is not None:
-        n = runs * share
-    se_now = se(n)
-    out.update(n=[round(k) for k in n], se=se_now, power=power(se_now),
-               detectable=(z + zt) * se_now, power_50=power(se_one / math.sqrt(50)),
-               runs_needed=(math.ceil(((z + zt) * se_one / abs(slope)) ** 2)
-                            if slope else math.inf))
+    now = tuple(len(y) for y in ys) if runs is None else counts(runs)
+
+    def power(n: tuple[int, ...], b: float = slope, sims: int = n_sim_search) -> float:
+        return _power(x, resid, n, float(b), alpha, sims, n_perm, seed)
+
+    def first(ok, lo: int, hi: int) -> int:  # smallest integer in (lo, hi] with ok, ok(hi)
+        while hi - lo > max(1, lo // 20):
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+        return hi
+
+    reach = lambda n_runs: power(counts(n_runs)) >= target  # noqa: E731
+    needed, lo = math.inf, 1
+    if slope:
+        hi = 8
+        while hi <= MAX_RUNS and not reach(hi):
+            lo, hi = hi, 2 * hi
+        needed = first(reach, lo, hi) if hi <= MAX_RUNS else math.inf
+    # the smallest slope found with probability target: multiples of 1/20 of a unit slope
+    unit = abs(slope) if slope else 1.0
+    sign = -1.0 if slope < 0 else 1.0
+    seen = lambda k: power(now, sign * unit * k / 20) >= target  # noqa: E731
+    lo_k, hi_k = 0, 20
+    while hi_k <= 20 * 64 and not seen(hi_k):
+        lo_k, hi_k = hi_k, 2 * hi_k
+    detectable = unit * first(seen, lo_k, hi_k) / 20 if hi_k <= 20 * 64 else math.inf
+    out.update(n=list(now), power=power(now, sims=n_sim), detectable=detectable,
+               runs_needed=needed, power_50=power(counts(50), sims=n_sim))
     return out
+
+
+def runs_needed_text(power: dict) -> str:
+    """"about 148", or "more than 1,024" where the search for the runs needed stopped."""
+    n = power["runs_needed"]
+    return f"more than {MAX_RUNS:,}" if n == math.inf else f"about {n:,}"
 
 
 def power_statement(power: dict) -> str:
@@ -430,16 +471,19 @@ def power_statement(power: dict) -> str:
             "a_gain": "Best Sparse A_gain", "sr": "SR"}[power["stat"]]
     unit = _UNITS.get(power["stat"], "")
     b, d = power["slope"], power["detectable"]
+    small = (f"is {d:.2f}{unit} per tenfold, {d / abs(b):.1f} times the paper's"
+             if math.isfinite(d) else "is more than 64 times the paper's")
     return (f"Across its seven architectures, the paper's {what} changes by {b:+.2f}{unit} per "
             f"tenfold increase in parameters. At our widths' own run-to-run spread and "
             f"{'/'.join(map(str, power['n']))} "
             f"{'successful ' if power['stat'] in ('a_gain', 'tl_gain') else ''}runs, a trend "
             f"that size would be found "
-            f"(two-sided p < {power['alpha']:g}, normal approximation) with probability "
+            f"(two-sided permutation p < {power['alpha']:g}, in {power['n_sim']} simulated "
+            f"studies) with probability "
             f"{pct(power['power'])}; the smallest trend found with probability "
-            f"{pct(power['target'])} is {d:.2f}{unit} per tenfold, {d / abs(b):.1f} times the "
-            f"paper's. Finding the paper's trend with probability {pct(power['target'])} "
-            f"would take about {power['runs_needed']:,} complete runs per width "
+            f"{pct(power['target'])} {small}. Finding the paper's trend with probability "
+            f"{pct(power['target'])} "
+            f"would take {runs_needed_text(power)} complete runs per width "
             f"(at the paper's 50: {pct(power['power_50'])}).")
 
 
@@ -570,6 +614,12 @@ def noise_statement(null: pd.DataFrame, trends: dict[str, dict], alpha: float = 
     text += (f"The measured Best Sparse A_gain is beyond what that noise alone gives "
              f"(one-sided p < {alpha:g}) at {len(beyond)} of {len(order)} widths"
              + (f" ({', '.join(beyond)})" if beyond else "") + ". ")
+    for what, col in (("SR", "p_sr_below"), ("Best Sparse A_gain", "p_a_gain_below")):
+        below = [w for w, r in order.iterrows() if r.get(col, math.nan) < alpha]
+        if below:  # the tail a test of "beyond noise" does not look at
+            text += (f"The measured {what} is below what noise alone gives (the other tail, "
+                     f"one-sided p < {alpha:g}) at {len(below)} of {len(order)} widths "
+                     f"({', '.join(below)}). ")
     raw, scaled = trends.get("a_gain", {}), trends.get("a_gain_sigma", {})
     tested = all(t.get("status") not in (None, "not enough runs") for t in (raw, scaled))
     if not tested:
@@ -678,7 +728,9 @@ def summary_frame(summary: pd.DataFrame) -> pd.DataFrame:
             "dense test acc. (%)": pm(r["dense_test_acc_mean"], r["dense_test_acc_std"]),
             "SR (95 % exact)": with_ci(pct(r["sr"]), r["sr_lo"], r["sr_hi"], pct),
             "Best Sparse A_gain (%)": pm(r["a_gain_mean"], r["a_gain_std"]),
-            "A_gain mean, 95 % bootstrap": ci(r["a_gain_lo"], r["a_gain_hi"]),
+            "A_gain mean, 95 % bootstrap": (f"too few ({int(r['n_success'])})"
+                                            if 0 < r["n_success"] and too_few(r["n_success"])
+                                            else ci(r["a_gain_lo"], r["a_gain_hi"])),
             "LTS (95 % t)": with_ci(num(r["lts"]), r["lts_lo"], r["lts_hi"]),
             "Best Sparse TL_gain (%)": pm(r["tl_gain_mean"], r["tl_gain_std"])})
     return pd.DataFrame(rows)
@@ -692,15 +744,18 @@ def null_table(null: pd.DataFrame):
              "dense spread (% of mean)": r["noise_pct"],
              "SR: ours / noise": f"{pct(r['sr_measured'])} / {pct(r['sr_null'])}",
              "p (SR)": num(r["p_sr"], 3),
+             "p (SR below)": num(r["p_sr_below"], 3),
              "A_gain (%): ours / noise": f"{num(r['a_gain_measured'])} / "
                                          f"{num(r['a_gain_null'])}",
              "p (A_gain)": num(r["p_a_gain"], 3),
+             "p (A_gain below)": num(r["p_a_gain_below"], 3),
              "A_gain, noise-free dense": r["a_gain_null_dense"]}
             for w, r in null.iterrows()]
     return styled(pd.DataFrame(rows), caption="Null model per width: searches where pruning "
                   "changes nothing, at each width's own run-to-run spread (exchangeable: the "
                   "dense accuracy as noisy as the others; the last column takes it as "
-                  "noise-free); p: one-sided, of ours under the exchangeable null")
+                  "noise-free); p: one-sided, of ours at or above the exchangeable null, and "
+                  "(below) at or under it")
 
 
 def verdict_markdown(trends: dict[str, dict], null: pd.DataFrame,
@@ -734,8 +789,8 @@ def verdict_markdown(trends: dict[str, dict], null: pd.DataFrame,
                 f"That is not evidence of absence: a trend as large as the paper's own "
                 f"({power['slope']:+.2f} LTS per tenfold increase in parameters) would be "
                 f"found here with probability {100 * power['power']:.0f} %, and finding it "
-                f"with probability {100 * power['target']:.0f} % would take about "
-                f"{power['runs_needed']:,} complete runs per width.")
+                f"with probability {100 * power['target']:.0f} % would take "
+                f"{runs_needed_text(power)} complete runs per width.")
     counts = sorted(set(main["n"]))
     runs = (f"{counts[0]}" if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
             ) if counts else "no"
@@ -757,8 +812,9 @@ def width_finding(results: str | os.PathLike | None = None, n_perm: int = 10_000
     ours = t["verdict"]
     if t["status"] == "not shown" and math.isfinite(power["power"]):
         ours += (f" Power against a trend as large as the paper's "
-                 f"({power['slope']:+.2f} per tenfold): {100 * power['power']:.0f} %; about "
-                 f"{power['runs_needed']:,} runs per width would give "
+                 f"({power['slope']:+.2f} per tenfold, simulated permutation test): "
+                 f"{100 * power['power']:.0f} %; {runs_needed_text(power)} runs per width "
+                 f"would give "
                  f"{100 * power['target']:.0f} %.")
     return {"ours": ours, "detail": detail, "status": t["status"]}
 
