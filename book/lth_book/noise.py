@@ -23,8 +23,8 @@ both questions the book needs:
   of (best pruned - dense | success); `paper_sensitivity` varies the within-run correlation
   and the source of sigma; `gain_trend` asks claim (a) in units of noise.
 
-Every test and interval is scipy.stats'. Verdicts (`verdict`) follow one printed rule
-(`RULE`). Numbers only: the chapter ``book/noise.ipynb`` holds the sentences.
+Every test and interval goes through `lth_book.stats` (scipy.stats). Verdicts (`verdict`)
+follow one printed rule (`RULE`). Numbers only: ``book/noise.ipynb`` holds the sentences.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from scipy import stats
 from lth_core.models import PARAM_COUNTS, WIDTH_FAMILY, WIDTH_PARAM_COUNTS
 from lth_core.store import find_searches, load_results
 
+from . import stats as bstats
 from .paper import PAPER_PARAMS, authors_searches, load_authors, paper_table2
 from .profiles import REPO_ROOT
 from .tables import NOT_COMPUTED, NOT_REPRODUCED, REPRODUCED
@@ -50,7 +51,7 @@ from .tables import name as display_name
 ALPHA = 0.05  # two-sided level of every test here
 LEVEL = 0.95  # confidence level of every interval here
 MIN_RUNS = 3  # a set needs this many runs with the same stages to be shown
-MIN_SUCCESSES = 5  # fewer successes: an A_gain is "too few", not an interval
+MIN_SUCCESSES = bstats.MIN_FOR_INTERVAL  # fewer successes: an A_gain is "too few"
 PAPER_K = 5  # the paper's stages
 RHO_GRID = (0.0, 0.1, 0.25, 0.5)  # within-run correlations of the sensitivity table
 SIGMA_SOURCES = ("dense", "best_sparse", "sparsest_matching")  # Table 2 rows giving sigma
@@ -149,12 +150,11 @@ def set_name(s: StageSet) -> str:
 # -- 1. what pruning itself does --------------------------------------------------------------
 
 def _t_ci(d: np.ndarray, level: float = LEVEL) -> tuple[float, float, float]:
-    """(lo, hi, two-sided p) of the mean of ``d`` against 0, Student t (scipy)."""
+    """(lo, hi, two-sided p) of the mean of ``d`` against 0, Student t."""
     if len(d) < 2 or not np.std(d) > 0:
         return math.nan, math.nan, math.nan
-    t = stats.ttest_1samp(d, 0.0)
-    ci = t.confidence_interval(level)
-    return float(ci.low), float(ci.high), float(t.pvalue)
+    lo, hi = bstats.mean_ci(d, level)
+    return lo, hi, bstats.t_test(d, 0.0)
 
 
 def stage_effects(s: StageSet, level: float = LEVEL) -> pd.DataFrame:
@@ -192,15 +192,25 @@ def _mean_offdiag(acc: np.ndarray) -> float:
 def mean_correlation(s: StageSet, level: float = LEVEL, n_boot: int = 2000,
                      seed: int = 0) -> dict:
     """The mean off-diagonal within-run correlation of the stage accuracies, with a
-    percentile bootstrap interval over runs (scipy.stats.bootstrap)."""
+    percentile bootstrap interval over runs (`stats.bootstrap_distribution`)."""
     r = _mean_offdiag(s.acc)
     if s.n < 4:
         return {"rho": r, "lo": math.nan, "hi": math.nan}
-    res = stats.bootstrap((np.arange(s.n),), lambda i: _mean_offdiag(s.acc[i.astype(int)]),
-                          vectorized=False, n_resamples=n_boot, confidence_level=level,
-                          method="percentile", rng=np.random.default_rng(seed))
-    return {"rho": r, "lo": float(res.confidence_interval.low),
-            "hi": float(res.confidence_interval.high)}
+    lo, hi = bstats.percentile_ci(_run_bootstrap(s, _mean_offdiag, n_boot, seed), level)
+    return {"rho": r, "lo": lo, "hi": hi}
+
+
+def _run_bootstrap(s: StageSet, f, n_boot: int, seed: int) -> np.ndarray:
+    """``f(acc)`` of ``n_boot`` resamples of the set's runs (`stats.bootstrap_distribution`
+    over run indices, so each resample keeps a run's stages together)."""
+    def statistic(i: np.ndarray, axis: int = -1) -> np.ndarray:
+        idx = i.astype(int)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = [f(s.acc[row]) for row in idx.reshape(-1, idx.shape[-1])]
+        return np.reshape(out, idx.shape[:-1])
+
+    return bstats.bootstrap_distribution((np.arange(s.n, dtype=float),), statistic, n_boot,
+                                         seed)
 
 
 def pooled_correlation(sets: list[StageSet]) -> float:
@@ -220,17 +230,12 @@ def per_run_effect(s: StageSet) -> np.ndarray:
     return 100 * (s.acc[:, 1:].mean(axis=1) - s.acc[:, 0]) / s.acc[:, 0].mean()
 
 
-def _slope(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
-    xc = x - x.mean(axis=axis, keepdims=True)
-    return (xc * y).sum(axis=axis) / (xc**2).sum(axis=axis)
-
-
 def effect_trend(sets: list[StageSet], n_perm: int = 9999, n_power: int = 200,
                  power_perm: int = 499, slope_alt: float | None = None,
                  seed: int = 0) -> dict:
     """Claim (a) without selection: the slope of `per_run_effect` on log10 parameters across
     the given sets (per tenfold), its two-sided permutation p (runs' effects shuffled across
-    sizes; scipy.stats.permutation_test), and the power of this design against ``slope_alt``
+    sizes; `stats.permutation`), and the power of this design against ``slope_alt``
     (default: the paper's Best Sparse A_gain trend across its seven architectures) by
     simulating the same permutation test on studies of the same runs and spreads.
 
@@ -248,24 +253,22 @@ def effect_trend(sets: list[StageSet], n_perm: int = 9999, n_power: int = 200,
     x = np.concatenate([np.full(s.n, math.log10(s.params)) for s in sets])
     y = np.concatenate([per_run_effect(s) for s in sets])
     rng = np.random.default_rng(seed)
-    res = stats.permutation_test((y,), lambda b, axis=-1: _slope(x, b, axis),
-                                 permutation_type="pairings", n_resamples=n_perm,
-                                 vectorized=True, alternative="two-sided", rng=rng)
-    ranked = stats.permutation_test((y,), lambda b, axis=-1: _spearman(x, b, axis),
-                                    permutation_type="pairings", n_resamples=n_perm,
-                                    vectorized=True, rng=rng)
+    # the runs' effects relabelled against fixed sizes (one sample, "pairings")
+    res = bstats.permutation((y,), lambda b, axis=-1: bstats.slope(x, b, axis), "pairings",
+                             n_perm, rng)
+    ranked = bstats.permutation((y,), lambda b, axis=-1: bstats.spearman(x, b), "pairings",
+                                n_perm, rng)
     alt = paper_gain_slope() if slope_alt is None else slope_alt
     # simulated studies: each set's runs around a line of slope ``alt``, its own spread
     sd = np.concatenate([np.full(s.n, per_run_effect(s).std(ddof=1)) for s in sets])
     hits = 0
     for _ in range(n_power):
         ysim = alt * (x - x.mean()) + sd * rng.standard_normal(len(x))
-        r = stats.permutation_test((ysim,), lambda b, axis=-1: _slope(x, b, axis),
-                                   permutation_type="pairings", n_resamples=power_perm,
-                                   vectorized=True, rng=rng)
-        hits += r.pvalue < ALPHA and np.sign(r.statistic) == np.sign(alt)
-    out.update(slope=float(res.statistic), p=float(res.pvalue),
-               rho=float(ranked.statistic), p_rank=float(ranked.pvalue), slope_alt=alt,
+        r = bstats.permutation((ysim,), lambda b, axis=-1: bstats.slope(x, b, axis),
+                               "pairings", power_perm, rng)
+        hits += r["p"] < ALPHA and np.sign(r["statistic"]) == np.sign(alt)
+    out.update(slope=res["statistic"], p=res["p"], rho=ranked["statistic"],
+               p_rank=ranked["p"], slope_alt=alt,
                power=hits / n_power)
     return out
 
@@ -275,7 +278,7 @@ def paper_gain_slope() -> float:
     least squares across its seven architectures."""
     t = paper_table2()
     x = np.log10(np.array([PAPER_PARAMS[a] for a in t.index], dtype=float))
-    return float(_slope(x, t["best_sparse_a_gain_mean"].to_numpy(dtype=float)))
+    return float(bstats.slope(x, t["best_sparse_a_gain_mean"].to_numpy(dtype=float)))
 
 
 # -- 2. a noise model ---------------------------------------------------------------------------
@@ -420,17 +423,11 @@ def mode_support(s: StageSet, level: float = LEVEL, seed: int = 0) -> dict:
     Returns rho (with lo, hi), ratio (with lo, hi) and mode."""
     corr = mean_correlation(s, level, seed=seed)
 
-    def ratio(i: np.ndarray) -> float:
-        a = s.acc[i.astype(int)]
-        return float(a[:, 0].std(ddof=1) / a[:, 1:].std(axis=0, ddof=1).mean())
-
-    r = ratio(np.arange(s.n))
+    ratio = lambda a: float(a[:, 0].std(ddof=1) / a[:, 1:].std(axis=0, ddof=1).mean())
+    r = ratio(s.acc)
     lo = hi = math.nan
     if s.n >= 4:
-        res = stats.bootstrap((np.arange(s.n),), ratio, vectorized=False, n_resamples=2000,
-                              confidence_level=level, method="percentile",
-                              rng=np.random.default_rng(seed))
-        lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+        lo, hi = bstats.percentile_ci(_run_bootstrap(s, ratio, 2000, seed), level)
     mode = "neither"
     if corr["lo"] <= 0 <= corr["hi"] and lo <= 1 <= hi:
         mode = "exchangeable"
@@ -480,9 +477,8 @@ def _gain_test(z: np.ndarray, null: np.ndarray) -> dict:
         return {"z_mean": float(z.mean()) if len(z) else math.nan, "p_mean": math.nan,
                 "p_ks": math.nan}
     cdf = lambda v: np.searchsorted(null, v, side="right") / len(null)
-    return {"z_mean": float(z.mean()),
-            "p_mean": float(stats.ttest_1samp(z, float(null.mean())).pvalue),
-            "p_ks": float(stats.kstest(z, cdf).pvalue)}
+    return {"z_mean": float(z.mean()), "p_mean": bstats.t_test(z, float(null.mean())),
+            "p_ks": bstats.ks_p(z, cdf)}
 
 
 def paper_noise(rho: float = 0.0, sigma_from: str = "dense", k: int = PAPER_K,
@@ -513,7 +509,7 @@ def paper_noise(rho: float = 0.0, sigma_from: str = "dense", k: int = PAPER_K,
         else:
             n, sr = 50, float(r["sr"])
             succ = round(sr / 100 * n)
-        p_sr = float(stats.binomtest(succ, n, sr0).pvalue)
+        p_sr = bstats.binom_p(succ, n, sr0, "two-sided")
         gains = data[arch]["gains"] if data is not None and arch in data else None
         row = {"mu": mu, "sigma": sigma, "sigma_pct": scale, "searches": n,
                "successes": succ, "sr": sr, "sr_null": 100 * sr0, "p_sr": p_sr,
@@ -552,29 +548,20 @@ def paper_sensitivity(rhos: tuple[float, ...] = RHO_GRID, central: float | None 
     return pd.DataFrame(rows)
 
 
-def _spearman(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Spearman's rho along ``axis`` (vectorised: scipy.stats.rankdata, then Pearson)."""
-    ra, rb = stats.rankdata(a, axis=axis), stats.rankdata(b, axis=axis)
-    ra = ra - ra.mean(axis=axis, keepdims=True)
-    rb = rb - rb.mean(axis=axis, keepdims=True)
-    return (ra * rb).sum(axis) / np.sqrt((ra**2).sum(axis) * (rb**2).sum(axis))
-
-
 def gain_trend(paper: pd.DataFrame) -> dict:
     """Claim (a) in units of noise: Spearman's rho between the parameter count and each
     architecture's mean gain / sigma (`paper_noise`'s z_mean), with the exact two-sided
-    permutation p over all orderings (5,040 for seven; scipy.stats.permutation_test)."""
+    permutation p over all orderings (5,040 for seven; `stats.permutation`)."""
     p = paper.dropna(subset=["z_mean"])
     x = np.array([PAPER_PARAMS[a] for a in p.index], dtype=float)
     y = p["z_mean"].to_numpy(dtype=float)
     if len(p) < 3:
         return {"rho": math.nan, "p": math.nan, "n": len(p), "orderings": 0}
     # one sample permuted against fixed sizes: its 7! orderings, exactly
-    res = stats.permutation_test((y,), lambda b, axis=-1: _spearman(x, b, axis),
-                                 permutation_type="pairings", n_resamples=np.inf,
-                                 vectorized=True, alternative="two-sided")
-    return {"rho": float(res.statistic), "p": float(res.pvalue), "n": len(p),
-            "orderings": math.factorial(len(p))}
+    res = bstats.permutation((y,), lambda b, axis=-1: bstats.spearman(x, b), "pairings",
+                             math.factorial(len(p)))
+    return {"rho": res["statistic"], "p": res["p"], "n": len(p),
+            "orderings": math.factorial(len(p)), "kind": res["kind"]}
 
 
 def claim_a_verdict(trend: dict, alpha: float = ALPHA) -> str:
@@ -598,7 +585,7 @@ def set_noise(s: StageSet, rho: float | None = None, seed: int = 0) -> dict:
     rho = max(0.0, _mean_offdiag(s.acc)) if rho is None else rho
     null = null_gains(s.k, min(rho, 0.99), 100_000, seed)
     succ = int(won.sum())
-    p_sr = float(stats.binomtest(succ, s.n, null_sr(s.k)).pvalue)
+    p_sr = bstats.binom_p(succ, s.n, null_sr(s.k), "two-sided")
     z = ((s.acc[:, 1:].max(axis=1) - dense) / sigma)[won]
     g = _gain_test(z, null)
     if succ < MIN_SUCCESSES:  # too few gains to test: the verdict rests on SR alone

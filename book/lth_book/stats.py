@@ -184,3 +184,21 @@ def slope(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
     xc = np.asarray(x, dtype=float) - np.mean(x)
     y = np.moveaxis(np.asarray(y, dtype=float), axis, -1)
     return (y * xc).sum(axis=-1) / (xc**2).sum()
+
+
+def t_test(values: Sequence[float] | np.ndarray, popmean: float = 0.0) -> float:
+    """Two-sided p of a one-sample Student t test of the finite values' mean against
+    ``popmean`` (`scipy.stats.ttest_1samp`); NaN with fewer than 2 or no spread."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if len(v) < 2 or not np.ptp(v) > 0:
+        return math.nan
+    return float(st.ttest_1samp(v, popmean).pvalue)
+
+
+def ks_p(values: Sequence[float] | np.ndarray, cdf: Callable) -> float:
+    """Two-sided p of the one-sample Kolmogorov-Smirnov test of ``values`` against ``cdf``
+    (`scipy.stats.kstest`); NaN with fewer than 2 values."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    return float(st.kstest(v, cdf).pvalue) if len(v) >= 2 else math.nan
