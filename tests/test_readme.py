@@ -14,10 +14,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _doc(stale: str = "stale 1.23") -> str:
+    lb, le = markers("lenet5-table2")
     wb, we = markers("width-study")
     nb, ne = markers("gain-or-noise")
     tb, te = markers("trajectory-scale")
-    return ("# Title\n\nProse before.\n\n" + wb + "\n" + stale + "\n" + we + "\n\n"
+    return ("# Title\n\nProse before.\n\n" + lb + "\n" + stale + "\n" + le + "\n\n"
+            + wb + "\n" + stale + "\n" + we + "\n\n"
             + nb + "\n" + stale + "\n" + ne + "\n\n"
             "- a bullet that goes on:\n  " + tb + "\n  " + stale + "\n  " + te
             + "\n- next bullet\n\nProse after.\n")
@@ -36,7 +38,8 @@ def test_blocks_are_rewritten_from_the_records_and_nothing_else(tmp_path):
     readme, results = tmp_path / "README.md", tmp_path / "results"
     results.mkdir()
     readme.write_text(_doc())
-    assert write_readme(readme, results) == ["width-study", "gain-or-noise", "trajectory-scale"]
+    assert write_readme(readme, results) == ["lenet5-table2", "width-study", "gain-or-noise",
+                                           "trajectory-scale"]
     text = readme.read_text()
     assert "stale 1.23" not in text
     for name in BLOCKS:

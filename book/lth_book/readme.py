@@ -34,6 +34,53 @@ def _trajectory_scale(results: Path | None) -> str:
     return scale_paragraph(record)
 
 
+def _lenet5(results: Path | None) -> str:
+    """LeNet-5's row of Table 2 from every complete CPU run, runs 0-2 and the paper's."""
+    import pandas as pd
+
+    from lth_core.analysis.metrics import complete_runs, table2
+    from lth_core.store import load_results
+
+    from .paper import paper_table2
+    from .stats import proportion_ci
+
+    root = REPO_ROOT / "results" if results is None else Path(results)
+    if not (root / "lenet5").is_dir():
+        return "No LeNet-5 records stored yet (`results/lenet5/`)."
+    df = load_results(root)
+    df, left = complete_runs(df[df["arch"] == "lenet5"])
+    if df.empty:
+        return "No complete LeNet-5 run stored yet."
+    runs = sorted(df["run"].unique())
+    cols = {f"ours ({len(runs)} runs)": table2(df).iloc[0],
+            "ours (runs 0-2)": table2(df[df["run"] <= 2]).iloc[0]}
+    paper = paper_table2().loc["lenet5"]
+
+    def pm(r, key: str) -> str:
+        return f"{r[key + '_mean']:.2f} ± {r[key + '_std']:.2f} %"
+
+    rows = {"dense test accuracy": "dense_test_acc", "Best Sparse test accuracy":
+            "best_sparse_test_acc", "Best Sparse A_gain": "best_sparse_a_gain"}
+    table = {name: [pm(r, key) for r in cols.values()] + [pm(paper, key)]
+             for name, key in rows.items()}
+    table["success rate"] = [f"{r['sr']:.0f} % ({round(r['sr'] * r['n_runs'] / 100)} of "
+                             f"{int(r['n_runs'])})" for r in cols.values()] + \
+        [f"{paper['sr']:.0f} %"]
+    table["LTS (printed definition)"] = [f"{r['lts']:.2f}" for r in cols.values()] + \
+        [f"{paper['lts']:.2f} (printed)"]
+    out = pd.DataFrame(table, index=[*cols, "paper (50 runs)"]).T.rename_axis("LeNet-5")
+    out = out.reset_index()
+    r = cols[f"ours ({len(runs)} runs)"]
+    k, n = round(r["sr"] * r["n_runs"] / 100), int(r["n_runs"])
+    lo, hi = proportion_ci(k, n)
+    unfinished = left.get("lenet5", 0)
+    return (f"Complete runs: {n} of the paper's 50 (runs {runs[0]}-{runs[-1]}"
+            + (f"; {unfinished} more unfinished, not counted" if unfinished else "") + ").\n\n"
+            + out.to_markdown(index=False)
+            + f"\n\nThe exact (Clopper-Pearson) 95 % interval of the {n}-run success rate is "
+            f"{100 * lo:.0f}-{100 * hi:.0f} %.")
+
+
 def _noise(results: Path | None) -> str:
     from .noise import readme_section
 
@@ -42,6 +89,7 @@ def _noise(results: Path | None) -> str:
 
 # Block name -> its text from a results folder (None: the repository's results/).
 BLOCKS: dict[str, Callable[[Path | None], str]] = {
+    "lenet5-table2": _lenet5,
     "width-study": _width,
     "gain-or-noise": _noise,
     "trajectory-scale": _trajectory_scale,
