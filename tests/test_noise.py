@@ -149,3 +149,13 @@ def test_exact_trend_p_and_the_claim_verdict():
     assert noise.claim_a_verdict({**t, "rho": 1.0}) == "not reproduced"
     assert noise.claim_a_verdict({**t, "p": 0.2}) == "not reproduced"
     assert noise.claim_a_verdict({**t, "n": 2}) == "not computed at this budget"
+
+
+def test_the_findings_row_is_the_claim_verdict_of_the_paper_against_noise():
+    if not AUTHORS_GAINS.is_file():
+        pytest.skip("no shared/paper folder beside this checkout")
+    row = noise.noise_finding()
+    st = noise.study(n_power=10)
+    assert row["status"] == noise.claim_a_verdict(noise.gain_trend(st.paper)) == st.claim
+    assert len(row["detail"]) == 7 and all(any(v in d for v in noise.VERDICTS)
+                                           for d in row["detail"])

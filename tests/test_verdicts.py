@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import lth_book.noise as noise_module
 import lth_book.width as width_module
 from lth_book.tables import NOT_COMPUTED, NOT_REPRODUCED, REPRODUCED, findings
 
@@ -47,6 +48,8 @@ def _no_width_study(monkeypatch):
     """The width row reads the stored study: here it is one the test sets."""
     monkeypatch.setattr(width_module, "width_finding", lambda results=None, seed=0, **k: {
         "ours": "stub", "detail": [], "status": "not enough runs"})
+    monkeypatch.setattr(noise_module, "noise_finding", lambda results=None, seed=0, **k: {
+        "ours": "stub", "detail": [], "status": NOT_COMPUTED})
 
 
 def _verdicts(df: pd.DataFrame) -> dict[str, str]:
@@ -100,3 +103,10 @@ def test_width_row_follows_the_width_trend(monkeypatch, status, expected):
     monkeypatch.setattr(width_module, "width_finding", lambda results=None, seed=0, **k: {
         "ours": "stub", "detail": [], "status": status})
     assert _verdicts(_records(**FLAT))["width"] == expected
+
+
+@pytest.mark.parametrize("status", [REPRODUCED, NOT_REPRODUCED, NOT_COMPUTED])
+def test_noise_row_follows_claim_a_in_units_of_noise(monkeypatch, status):
+    monkeypatch.setattr(noise_module, "noise_finding", lambda results=None, seed=0, **k: {
+        "ours": "stub", "detail": [], "status": status})
+    assert _verdicts(_records(**FLAT))["noise"] == status
