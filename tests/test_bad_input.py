@@ -3,16 +3,22 @@ anything is written, or reported and recomputed; nothing stored is lost or rewri
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+import shutil
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from torch import nn
 
 from lth_core.config import ConfigError, SearchConfig, TrainConfig, search_config_from_dict
 from lth_core.data import CIFAR10_CLASSES, DataSpecError, load_data
+from lth_core.engine.search import search_runs, ticket_search
+from lth_core.store import CorruptRecordWarning, StoreError, load_results
 
 # ---------------------------------------------------------------- configs: every field checked
 
@@ -123,3 +129,140 @@ def test_cifar10_with_missing_images_is_refused(tmp_path):
         load_data(str(tree), cache_dir=tmp_path / "cache", val_size=1)
     subset = tree.rename(tmp_path / "my-subset")  # a subset under its own name is left alone
     assert len(load_data(str(subset), cache_dir=tmp_path / "cache", val_size=1).test) == 10
+
+
+# ------------------------------------------------- cases 2-4: one model, one setup, one folder
+
+class Tiny(nn.Module):
+    """A seconds-long model: one linear layer on the pixels."""
+
+    def __init__(self, hidden: int = 0) -> None:
+        super().__init__()
+        self.fc = (nn.Linear(3 * 32 * 32, 10) if not hidden else
+                   nn.Sequential(nn.Linear(3 * 32 * 32, hidden), nn.ReLU(), nn.Linear(hidden, 10)))
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+def quick(stages: int = 2, **train) -> SearchConfig:
+    return SearchConfig(stages=stages, arc_pairs=1, arc_points=8, hidden_runs=0,
+                        train=TrainConfig(**{"lr": 0.05, "max_epochs": 1, "patience": 1,
+                                             "batch_size": 100, **train}))
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and "ckpt" not in p.parts and p.name != ".lock"}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_data("synthetic:300:100")
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory, data) -> Path:
+    """One run of ``Tiny`` under its default name, K = 2."""
+    root = tmp_path_factory.mktemp("searched")
+    df = ticket_search(Tiny, data, quick(), runs=1, results=root, progress=False)
+    assert sorted(df["stage"]) == [0, 1] and set(df["arch"]) == {"Tiny"}
+    return root
+
+
+def test_the_default_name_is_the_models_class_and_its_structure_is_recorded(searched):
+    meta = json.loads((searched / "Tiny" / "search.json").read_text())
+    assert meta["name"] == "Tiny" and meta["model"]["class"] == "Tiny"
+    assert meta["model"]["shapes"] == {"fc.weight": [10, 3072], "fc.bias": [10]}
+    rec = json.loads((searched / "Tiny" / "run-000" / "stage-0.json").read_text())
+    assert rec["provenance"]["model"] == {k: meta["model"][k]
+                                          for k in ("class", "structure_sha256")}
+
+
+def test_another_model_under_a_stored_name_is_refused(searched, data):
+    before = _files(searched)
+    for other in (lambda: Tiny(hidden=4), lambda: nn.Sequential(nn.Flatten(),
+                                                                nn.Linear(3072, 10))):
+        with pytest.raises(StoreError, match="another model under the name 'Tiny'"):
+            search_runs(other, data, quick(), name="Tiny", results=searched, progress=False)
+    assert _files(searched) == before
+
+
+@pytest.mark.parametrize("damage", ["deleted", "emptied", "damaged", "null"])
+def test_a_lost_search_json_is_checked_against_the_records_and_rebuilt(searched, data,
+                                                                       tmp_path, damage):
+    root = tmp_path / "r"
+    shutil.copytree(searched, root)
+    meta = root / "Tiny" / "search.json"
+    original = meta.read_bytes()
+    if damage == "deleted":
+        meta.unlink()
+    else:
+        meta.write_text({"emptied": "", "damaged": original.decode()[:40], "null": "null"}[damage])
+    before = _files(root)
+    with pytest.raises(StoreError, match="prune_rate: 0.16 there, 0.5 now"):
+        search_runs(Tiny, data, dataclasses.replace(quick(3), prune_rate=0.5), results=root,
+                    progress=False)
+    assert _files(root) == before
+    with pytest.warns(CorruptRecordWarning, match="rebuilt from the setup its 2 records"):
+        search_runs(Tiny, data, quick(), results=root, progress=False)
+    assert meta.read_bytes() == original
+    assert {k: v for k, v in _files(root).items() if k != "Tiny/search.json"} == {
+        k: v for k, v in before.items() if k != "Tiny/search.json"}
+
+
+@pytest.mark.parametrize("name", ["a/b", "", "..", ".", "../outside", " x", "a\\b"])
+def test_a_name_that_is_not_one_folder_is_refused_before_writing(tmp_path, data, name):
+    root = tmp_path / "results"
+    with pytest.raises(StoreError, match="name"):
+        search_runs(Tiny, data, quick(), name=name, results=root, progress=False)
+    assert list(tmp_path.iterdir()) == []  # not even the results folder
+
+
+def test_an_empty_results_path_is_refused(data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(StoreError, match="results path is empty"):
+        search_runs(Tiny, data, quick(), results="", progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_first_stage_does_not_block_the_corrected_rerun(tmp_path, data):
+    report = search_runs(Tiny, data, quick(lr=1e30), results=tmp_path, progress=False)
+    assert list(report.failed) == [0]  # diverged: search.json and init.json were written
+    with pytest.warns(CorruptRecordWarning, match="no finished stage of its setup"):
+        df = ticket_search(Tiny, data, quick(), results=tmp_path, progress=False)
+    assert sorted(df["stage"]) == [0, 1]
+    meta = json.loads((tmp_path / "Tiny" / "search.json").read_text())
+    assert meta["config"]["train"]["lr"] == 0.05
+    with pytest.raises(StoreError, match="another setup"):  # now it has records: binding
+        search_runs(Tiny, data, quick(lr=0.1), results=tmp_path, progress=False)
+
+
+# ------------------------------------------------------ record schema: corrupt is recomputed
+
+CORRUPT = {
+    "null": "null", "number": "3", "list": "[1, 2]",
+    "test_acc text": {"test_acc": "abc"}, "test_acc nan": {"test_acc": math.nan},
+    "density 2": {"density": 2.0}, "run of another run": {"run": 5},
+    "stage of another stage": {"stage": 0}, "arch of another": {"arch": "Other"},
+    "epochs bool": {"epochs": True}, "best epoch after the end": {"best_epoch": 9},
+    "provenance list": {"provenance": []},
+}
+
+
+@pytest.mark.parametrize("case", sorted(CORRUPT))
+def test_a_corrupt_record_is_reported_by_name_and_recomputed(searched, data, tmp_path, case):
+    root = tmp_path / "r"
+    shutil.copytree(searched, root)
+    path = root / "Tiny" / "run-000" / "stage-1.json"
+    good = json.loads(path.read_text())
+    change = CORRUPT[case]
+    path.write_text(change if isinstance(change, str) else json.dumps({**good, **change}))
+    with pytest.warns(CorruptRecordWarning, match=f"corrupt file {path}"):
+        df = load_results(root)
+    assert sorted(df["stage"]) == [0]
+    with pytest.warns(CorruptRecordWarning, match=f"corrupt file {path}"):
+        df = ticket_search(Tiny, data, quick(), results=root, progress=False)
+    assert sorted(df["stage"]) == [0, 1]
+    fresh = json.loads(path.read_text())
+    assert fresh["test_acc"] == good["test_acc"] and fresh["run"] == 0
