@@ -264,7 +264,7 @@ class ResultsStore:
         except (OSError, ValueError):
             return None
 
-    def check_search(self, arch: str, meta: dict[str, Any]) -> None:
+    def check_search(self, arch: str, meta: dict[str, Any], stages: int | None = None) -> None:
         """Refuse to mix runs of different setups (config, data, model) in one folder.
 
         ``meta`` (``engine.search.search_meta``) holds what must match; more stages than
@@ -274,11 +274,16 @@ class ResultsStore:
         in. A folder whose search has not finished any stage (its first stage failed) takes
         the new setup: the old one's unfinished checkpoints and initial-weight checksums
         are removed, since they belong to the old setup.
+
+        ``stages``, the K this search asks for, is recorded as the folder's declared K
+        (``declared_stages``; the largest asked so far) in a ``search.json`` written here;
+        one written before K was declared is left as it is.
         """
         folder = self.arch_dir(arch)
         path = folder / SEARCH_META
         sweep_temporaries(folder, self.stale_after)
         old = self._read_meta(path)
+        declared = old.pop("stages", None) if old is not None else None
         records = sorted(folder.glob("run-*/stage-*.json"))
         if old is not None:
             diff = setup_difference(old, meta)
@@ -299,7 +304,12 @@ class ResultsStore:
                 warnings.warn(f"{path} is missing or damaged; rebuilt from the setup its "
                               f"{len(records)} records carry", CorruptRecordWarning,
                               stacklevel=2)
-            atomic_write_bytes(path, json.dumps(meta, indent=1, sort_keys=True).encode())
+            k = max([stages or 0, *_record_stages(records)])
+            atomic_write_bytes(path, json.dumps({**meta, **({"stages": k} if k else {})},
+                                                indent=1, sort_keys=True).encode())
+        elif isinstance(declared, int) and stages is not None and stages > declared:
+            atomic_write_bytes(path, json.dumps({**old, "stages": stages}, indent=1,
+                                                sort_keys=True).encode())
 
     def _read_meta(self, path: Path) -> dict[str, Any] | None:
         """``search.json``; None when missing, or (with a warning) when damaged."""
@@ -476,6 +486,34 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _record_stages(paths: list[Path]) -> list[int]:
+    """The K (``stages``) in the config of each readable record at ``paths``."""
+    out = []
+    for path in paths:
+        try:
+            k = _load_record(path).get("provenance", {}).get("config", {}).get("stages")
+        except (OSError, ValueError):
+            continue
+        if isinstance(k, int) and not isinstance(k, bool):
+            out.append(k)
+    return out
+
+
+def declared_stages(root: str | os.PathLike) -> dict[str, int]:
+    """Per search under ``root`` (one level, as ``load_results`` reads it) the K its
+    ``search.json`` declares; searches that declare none (written by earlier versions) are
+    left out."""
+    out = {}
+    for path in sorted(Path(root).glob(f"*/{SEARCH_META}")):
+        try:
+            k = json.loads(path.read_text()).get("stages")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(k, int) and not isinstance(k, bool) and k >= 1:
+            out[path.parent.name] = k
+    return out
 
 
 def _record_setups(paths: list[Path]) -> list[tuple[dict[str, Any], Path]]:

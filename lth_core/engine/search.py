@@ -111,7 +111,7 @@ def prepare_search(model_fn: Callable[[], nn.Module], data: Dataset, cfg: Search
     name = check_name(type(model).__name__ if name is None else name)
     check_model(model, data)
     store = ResultsStore(results)
-    store.check_search(name, search_meta(name, cfg, data, model))
+    store.check_search(name, search_meta(name, cfg, data, model), stages=cfg.stages)
     return store, name
 
 
