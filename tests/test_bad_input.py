@@ -6,8 +6,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
+import subprocess
+import sys
 import tarfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +19,12 @@ import pytest
 from PIL import Image
 from torch import nn
 
+from lth_core.cli import main
 from lth_core.config import ConfigError, SearchConfig, TrainConfig, search_config_from_dict
 from lth_core.data import CIFAR10_CLASSES, DataSpecError, load_data
 from lth_core.engine.search import search_runs, ticket_search
-from lth_core.store import CorruptRecordWarning, StoreError, load_results
+from lth_core.engine.workers import WorkerError, search_in_workers
+from lth_core.store import CorruptRecordWarning, StoreError, declared_stages, load_results
 
 # ---------------------------------------------------------------- configs: every field checked
 
@@ -266,3 +272,124 @@ def test_a_corrupt_record_is_reported_by_name_and_recomputed(searched, data, tmp
     assert sorted(df["stage"]) == [0, 1]
     fresh = json.loads(path.read_text())
     assert fresh["test_acc"] == good["test_acc"] and fresh["run"] == 0
+
+
+# ------------------------------------------------------------- case 5: the report's K
+
+def test_the_report_counts_runs_with_the_declared_k_and_says_how_many_it_left_out(
+        searched, tmp_path, capsys):
+    root = tmp_path / "r"
+    shutil.copytree(searched, root)
+    meta_path = root / "Tiny" / "search.json"
+    assert json.loads(meta_path.read_text())["stages"] == 2
+    assert main(["report", "--results", str(root)]) == 0
+    assert "left out" not in capsys.readouterr().out
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "stages": 3}))  # a search declared K = 3 ...
+    assert main(["report", "--results", str(root)]) == 2  # ... and has recorded stages 0-1
+    err = capsys.readouterr().err
+    assert "no complete run" in err and "1 incomplete run left out (fewer than K = 3" in err
+    del meta["stages"]  # declared by no search (older folders): K from the records, said so
+    meta_path.write_text(json.dumps(meta))
+    assert main(["report", "--results", str(root)]) == 0
+    assert "K = 2 read from the records" in capsys.readouterr().out
+    assert main(["report", "--results", str(root), "--stages", "3"]) == 2
+    assert "fewer than K = 3" in capsys.readouterr().err
+
+
+def test_a_continued_search_declares_its_larger_k(searched, data, tmp_path):
+    root = tmp_path / "r"
+    shutil.copytree(searched, root)
+    search_runs(Tiny, data, quick(1), results=root, progress=False)  # fewer: K stays
+    assert declared_stages(root) == {"Tiny": 2}
+    search_runs(Tiny, data, quick(3), results=root, progress=False)
+    assert declared_stages(root) == {"Tiny": 3}
+
+
+# ----------------------------------------------------------- the CLI: one line, exit code 2
+
+CLI = ["search", "--arch", "lenet5", "--runs", "1", "--stages", "1", "--max-epochs", "1",
+       "--batch-size", "100", "--data", "synthetic:300:100", "--no-progress", "--device", "cpu"]
+
+BAD_FLAGS = {"--lr": ["nan", "inf"], "--momentum": ["-1"], "--weight-decay": ["-1"],
+             "--eval-batch-size": ["0"], "--label-smoothing": ["2"], "--warmup-epochs": ["-1"]}
+
+
+@pytest.mark.parametrize("flag,value", [(f, v) for f, vs in BAD_FLAGS.items() for v in vs])
+def test_a_bad_training_flag_writes_nothing(tmp_path, capsys, flag, value):
+    root = tmp_path / "results"
+    assert main(CLI + [flag, value, "--results", str(root)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and flag.lstrip("-").replace("-", "_") in err
+    assert not root.exists()
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--results", ""], "results path is empty"),
+    (["--arch", "lenet5-w1000"], "above 16"),
+])
+def test_bad_paths_and_names_on_the_cli(tmp_path, capsys, monkeypatch, args, expected):
+    monkeypatch.chdir(tmp_path)
+    assert main(CLI + args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_more_classes_than_the_model_has_outputs_is_refused(tmp_path, capsys):
+    tree = _image_tree(tmp_path / "eleven", [f"c{i:02d}" for i in range(11)], 2)
+    root = tmp_path / "results"
+    assert main(_cli_with("--data", str(tree)) + ["--results", str(root)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "10 outputs but the data" in err and "11 classes" in err
+    assert not (root / "lenet5").exists()
+
+
+def _cli_with(flag: str, value: str) -> list[str]:
+    args = list(CLI)
+    args[args.index(flag) + 1] = value
+    return args
+
+
+@pytest.mark.parametrize("error,expected,code", [
+    (OSError(28, "No space left on device", "/r/lenet5/run-000/stage-0.json"),
+     "No space left on device (/r/lenet5/run-000/stage-0.json)", 2),
+    (zlib.error("invalid distance too far back"), "damaged compressed data", 2),
+    (KeyboardInterrupt(), "interrupted", 130),
+])
+def test_the_cli_error_boundary(tmp_path, capsys, monkeypatch, error, expected, code):
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr("lth_core.engine.search.search_runs", fail)
+    assert main(CLI + ["--results", str(tmp_path)]) == code
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err
+
+
+def test_the_cli_imports_no_torch_before_its_error_boundary():
+    """Ctrl-C during the heavy imports must reach ``main``'s boundary, not a traceback."""
+    code = "import sys, lth_core.cli; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.stdout.strip() == "False"
+
+
+def test_workers_against_another_setup_exit_2_with_the_setup_message(tmp_path, capsys):
+    root = tmp_path / "results"
+    assert main(CLI + ["--results", str(root)]) == 0
+    capsys.readouterr()
+    before = _files(root)
+    assert main(CLI + ["--prune-rate", "0.3", "--workers", "2", "--runs", "2",
+                       "--results", str(root)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "another setup (config.prune_rate: 0.16 there, 0.3 now)" in err
+    assert _files(root) == before
+    cfg = SearchConfig(stages=1, prune_rate=0.3, train=TrainConfig(lr=0.05, max_epochs=1,
+                                                                    batch_size=100))
+    with pytest.raises(WorkerError) as info:  # a worker's own refusal is usage too
+        search_in_workers("lenet5", "synthetic:300:100", cfg, runs=[1, 2], results=root,
+                          workers=2)
+    assert info.value.usage and "another setup" in str(info.value)
+    assert _files(root) == before
