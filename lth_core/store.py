@@ -276,14 +276,15 @@ class ResultsStore:
         are removed, since they belong to the old setup.
 
         ``stages``, the K this search asks for, is recorded as the folder's declared K
-        (``declared_stages``; the largest asked so far) in a ``search.json`` written here;
-        one written before K was declared is left as it is.
+        (``declared_stages``) in a ``search.json`` written here; ``declare_stages`` raises it
+        once a search with more stages has run.
         """
         folder = self.arch_dir(arch)
         path = folder / SEARCH_META
         sweep_temporaries(folder, self.stale_after)
         old = self._read_meta(path)
-        declared = old.pop("stages", None) if old is not None else None
+        if old is not None:
+            old.pop("stages", None)  # the declared K may grow: not part of the setup
         records = sorted(folder.glob("run-*/stage-*.json"))
         if old is not None:
             diff = setup_difference(old, meta)
@@ -307,8 +308,19 @@ class ResultsStore:
             k = max([stages or 0, *_record_stages(records)])
             atomic_write_bytes(path, json.dumps({**meta, **({"stages": k} if k else {})},
                                                 indent=1, sort_keys=True).encode())
-        elif isinstance(declared, int) and stages is not None and stages > declared:
-            atomic_write_bytes(path, json.dumps({**old, "stages": stages}, indent=1,
+
+    def declare_stages(self, arch: str, stages: int) -> None:
+        """Raise the K ``search.json`` declares to ``stages`` (never lower it). Called after a
+        search ran, so that a refused one writes nothing; a ``search.json`` written before K
+        was declared is left as it is."""
+        path = self.search_path(arch)
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        k = meta.get("stages") if isinstance(meta, dict) else None
+        if isinstance(k, int) and not isinstance(k, bool) and stages > k:
+            atomic_write_bytes(path, json.dumps({**meta, "stages": stages}, indent=1,
                                                 sort_keys=True).encode())
 
     def _read_meta(self, path: Path) -> dict[str, Any] | None:

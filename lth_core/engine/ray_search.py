@@ -408,8 +408,10 @@ def search_on_ray(
         bar = tqdm(total=len(run_ids) * cfg.stages, desc=f"{arch} (ray)", disable=not progress,
                    unit="stage", file=sys.stderr)
         try:
-            return _Driver(ray, arch, cfg, store, task, ctx, use_gpu, bar).run(
-                run_ids, size)
+            report = _Driver(ray, arch, cfg, store, task, ctx, use_gpu, bar).run(run_ids, size)
+            if report.finished:
+                store.declare_stages(arch, cfg.stages)
+            return report
         finally:
             bar.close()
     finally:

@@ -427,6 +427,8 @@ def search_runs(
                 else:
                     _search_population(model_fn, data, group, dev, pairs, bar, report.failed)
                 report.finished += [g.run for g in group if g.run not in report.failed]
+        if report.finished:
+            store.declare_stages(name, cfg.stages)
     finally:
         bar.close()
     return report
