@@ -1,11 +1,29 @@
 """lth_core: lottery-ticket search (train, prune with LAMP, rewind) and the metrics of
-*Not All Lotteries Are Made Equal* (Sahu, Mitheran, Mahapatra)."""
+*Not All Lotteries Are Made Equal* (Sahu, Mitheran, Mahapatra).
 
-from lth_core.config import SearchConfig, TrainConfig, default_train_config
-from lth_core.engine.search import ticket_search
-from lth_core.models import ARCHITECTURES, build
-from lth_core.pruning import PRUNERS, lamp_masks, lamp_scores, magnitude_masks, random_masks
-from lth_core.store import load_results
+The names below are imported on first use, so that ``lth`` (``lth_core.cli``) starts
+without torch and handles even a Ctrl-C during its imports in one line.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "ARCHITECTURES": "lth_core.models",
+    "PRUNERS": "lth_core.pruning",
+    "SearchConfig": "lth_core.config",
+    "TrainConfig": "lth_core.config",
+    "build": "lth_core.models",
+    "default_train_config": "lth_core.config",
+    "lamp_masks": "lth_core.pruning",
+    "lamp_scores": "lth_core.pruning",
+    "load_results": "lth_core.store",
+    "magnitude_masks": "lth_core.pruning",
+    "random_masks": "lth_core.pruning",
+    "ticket_search": "lth_core.engine.search",
+}
 
 __all__ = [
     "ARCHITECTURES",
@@ -21,3 +39,22 @@ __all__ = [
     "random_masks",
     "ticket_search",
 ]
+
+if TYPE_CHECKING:
+    from lth_core.config import SearchConfig, TrainConfig, default_train_config
+    from lth_core.engine.search import ticket_search
+    from lth_core.models import ARCHITECTURES, build
+    from lth_core.pruning import PRUNERS, lamp_masks, lamp_scores, magnitude_masks, random_masks
+    from lth_core.store import load_results
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'lth_core' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

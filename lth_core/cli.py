@@ -7,9 +7,11 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+import zlib
 from collections.abc import Sequence
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -96,32 +98,43 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--results", default="results")
     r.add_argument("--format", choices=["table", "csv", "json"], default="table")
     r.add_argument("--select-on", choices=["test", "val"], default="test")
+    r.add_argument("--stages", type=_positive_int, default=None,
+                   help="K: a run counts only with all K stages (default: the K each "
+                        "search declares, else the largest in its records)")
     return parser
 
 
 def _search(args: argparse.Namespace) -> int:
+    """``lth search``: every input is checked (architectures, configs, results path, data,
+    each folder's setup) before anything trains; a bad one is one line and exit code 2."""
     import dataclasses
 
     from lth_core.config import SearchConfig, TrainConfig, default_train_config
     from lth_core.data import DataSpecError, load_data
-    from lth_core.engine.search import search_runs
+    from lth_core.engine.search import prepare_search, search_runs
     from lth_core.engine.train import resolve_device
     from lth_core.engine.workers import WorkerError, search_in_workers
-    from lth_core.models import build, is_buildable
+    from lth_core.models import build, check_arch
     from lth_core.store import ResultsStore, StoreError
 
     for arch in args.arch:
-        if not is_buildable(arch):
-            try:
-                build(arch)
-            except ValueError as err:
-                return _fail(str(err))
+        try:
+            check_arch(arch)
+        except ValueError as err:
+            return _fail(str(err))
     if args.first_run < 0:
         return _fail("--first-run must be >= 0")
     if args.workers and args.workers > 1 and args.population and args.population > 1:
         return _fail("--workers and --population exclude each other: choose one")
-    try:
-        if args.workers and args.workers > 1 and resolve_device(args.device).type != "cpu":
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+                 if getattr(args, f.name) is not None}
+    try:  # every config is checked before the results folder or the data is touched
+        configs = {arch: SearchConfig(stages=args.stages, prune_rate=args.prune_rate,
+                                      pruner=args.pruner, seed=args.seed,
+                                      train=default_train_config(arch, **overrides))
+                   for arch in args.arch}
+        workers = args.workers and args.workers > 1
+        if workers and resolve_device(args.device).type != "cpu":
             return _fail("--workers is for CPUs; on a GPU use --population")
         if args.ray is None:  # on Ray the cluster's devices count, not this machine's
             resolve_device(args.device)
@@ -131,35 +144,28 @@ def _search(args: argparse.Namespace) -> int:
         return _fail(str(err))
 
     failed = 0
-    for arch in args.arch:
-        overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-                     if getattr(args, f.name) is not None}
-        cfg = SearchConfig(stages=args.stages, prune_rate=args.prune_rate, pruner=args.pruner,
-                           seed=args.seed, train=default_train_config(arch, **overrides))
-        try:
-            cfg.validate()
-        except ValueError as err:
-            return _fail(str(err))
+    for arch, cfg in configs.items():
         runs = range(args.first_run, args.first_run + args.runs)
-        if args.ray is not None:
-            from lth_core.engine.ray_search import run_ray_search
-
-            try:
-                failed += run_ray_search(args, cfg, arch, data=data)
-            except (StoreError, ValueError) as err:
-                return _fail(str(err))
-            continue
-        if args.workers and args.workers > 1:
-            try:
-                search_in_workers(arch, args.data, cfg, runs=runs, results=args.results,
-                                  workers=args.workers)
-            except WorkerError as err:
-                print(f"error: {err}", file=sys.stderr)
-                failed += 1
-            continue
+        model_fn = lambda arch=arch: build(arch)  # noqa: E731
         try:
-            report = search_runs(lambda arch=arch: build(arch), data, cfg, name=arch,
-                                 runs=runs, results=args.results, device=args.device,
+            if args.ray is not None:
+                from lth_core.engine.ray_search import run_ray_search
+
+                failed += run_ray_search(args, cfg, arch, data=data)
+                continue
+            if workers:
+                prepare_search(model_fn, data, cfg, arch, args.results)  # setup: here, once
+                try:
+                    search_in_workers(arch, args.data, cfg, runs=runs, results=args.results,
+                                      workers=args.workers)
+                except WorkerError as err:
+                    if err.usage:
+                        return _fail(str(err))
+                    print(f"error: {err}", file=sys.stderr)
+                    failed += 1
+                continue
+            report = search_runs(model_fn, data, cfg, name=arch, runs=runs,
+                                 results=args.results, device=args.device,
                                  population=args.population, progress=not args.no_progress)
         except (StoreError, ValueError) as err:
             return _fail(str(err))
@@ -176,7 +182,7 @@ def _report(args: argparse.Namespace) -> int:
     since an unfinished run would otherwise count as a failed search."""
     from lth_core.analysis.metrics import complete_runs, format_table2, search_stages, table2
     from lth_core.models import ARCHITECTURES
-    from lth_core.store import StoreError, load_results
+    from lth_core.store import StoreError, declared_stages, load_results
 
     try:
         df = load_results(args.results)
@@ -184,10 +190,16 @@ def _report(args: argparse.Namespace) -> int:
         return _fail(str(err))
     if df.empty:
         return _fail(f"no results in {args.results}")
-    stages = search_stages(df)
-    df, left_out = complete_runs(df)
+    declared = declared_stages(args.results)
+    if args.stages is not None:
+        declared = {arch: args.stages for arch in set(df["arch"])}
+    stages = search_stages(df, declared)
+    undeclared = sorted(set(df["arch"]) - set(declared))
+    df, left_out = complete_runs(df, declared)
     notes = [f"{arch}: {n} incomplete run{'s' if n > 1 else ''} left out (fewer than "
              f"K = {stages[arch]} stages recorded)" for arch, n in left_out.items()]
+    notes += [f"{arch}: K = {stages[arch]} read from the records (its search.json declares "
+              "no K); --stages K sets it" for arch in undeclared]
     if df.empty:
         return _fail(f"no complete run in {args.results}; " + "; ".join(notes))
     order = [a for a in ARCHITECTURES if a in set(df["arch"])]
@@ -207,18 +219,26 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The one error boundary of ``lth``: usage errors, a full disk or an unreadable file,
+    damaged compressed data and Ctrl-C (also while importing) each end in one line."""
     warnings.simplefilter("default")
     warnings.showwarning = lambda msg, cat, *a, **k: print(f"warning: {msg}", file=sys.stderr)
     try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    try:
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exc:
+            return int(exc.code or 0)
         return _search(args) if args.command == "search" else _report(args)
     except KeyboardInterrupt:
         print("interrupted; finished stages are kept and the search resumes from its last "
               "checkpoint", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except OSError as err:  # a full disk, a folder that became unwritable, a vanished file
+        where = f" ({err.filename})" if err.filename else ""
+        return _fail(f"{err.strerror or err}{where}; finished stages are kept, rerun the "
+                     "same command to continue")
+    except zlib.error as err:
+        return _fail(f"damaged compressed data: {err}")
 
 
 if __name__ == "__main__":

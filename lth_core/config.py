@@ -7,6 +7,7 @@ chose, stated in the README). Every field can be overridden.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,40 @@ from typing import Any
 def _opt(default: Any, help: str) -> Any:
     """A config field with its help text (the CLI's flags are generated from these)."""
     return field(default=default, metadata={"help": help})
+
+
+class ConfigError(ValueError):
+    """A config field of the wrong type or out of range; the message is one line naming it."""
+
+
+def _number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
+            low_open: bool = False, high_open: bool = False) -> None:
+    """Refuse a non-number (bools included), NaN, an infinity, or a value out of range."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be finite, got {value!r}")
+    below = low is not None and (value <= low if low_open else value < low)
+    above = high is not None and (value >= high if high_open else value > high)
+    if below or above:
+        if high is None:
+            span = f"{'>' if low_open else '>='} {low:g}"
+        else:
+            span = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ConfigError(f"{name} must be {span}, got {value!r}")
+
+
+def _integer(name: str, value: Any, low: int | None) -> None:
+    """Refuse a non-integer (bools and floats included) or one below ``low``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
+    if low is not None and value < low:
+        raise ConfigError(f"{name} must be >= {low}, got {value!r}")
+
+
+def _flag(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
 
 
 @dataclass
@@ -34,6 +69,28 @@ class TrainConfig:
     cuda_graphs: bool = _opt(True, "population engine on CUDA: replay the step as a CUDA graph")
     eval_batch_size: int = _opt(1000, "batch size of evaluation")
 
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ConfigError (one line, naming the field) for a field that cannot train.
+
+        Checked when the config is built, so a bad flag is refused before a results folder
+        records it as its setup; call again after changing a field in place.
+        """
+        _number("lr", self.lr, low=0.0, low_open=True)
+        _number("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
+        _number("weight_decay", self.weight_decay, low=0.0)
+        _number("label_smoothing", self.label_smoothing, low=0.0, high=1.0, high_open=True)
+        for name in ("batch_size", "max_epochs", "patience", "eval_batch_size"):
+            _integer(name, getattr(self, name), 1)
+        _integer("warmup_epochs", self.warmup_epochs, 0)
+        if self.warmup_epochs > self.max_epochs:
+            raise ConfigError(f"warmup_epochs must be <= max_epochs ({self.max_epochs}), got "
+                              f"{self.warmup_epochs}")
+        for name in ("nesterov", "augment", "amp", "cuda_graphs"):
+            _flag(name, getattr(self, name))
+
 
 @dataclass
 class SearchConfig:
@@ -49,21 +106,31 @@ class SearchConfig:
     hidden_runs: int = _opt(1, "runs that also store per-block arcs (they are large)")
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
-        """Raise ValueError with one line for a config that cannot run."""
+        """Raise ConfigError (a ValueError, one line) for a config that cannot run.
+
+        Checked when the config is built (and by the engines again, since fields can be
+        changed in place), so nothing is written for a bad setup.
+        """
         from lth_core.pruning import PRUNERS
 
-        if self.stages < 1:
-            raise ValueError(f"stages must be >= 1, got {self.stages}")
-        if not 0.0 < self.prune_rate < 1.0:
-            raise ValueError(f"prune rate must be in (0, 1), got {self.prune_rate}")
-        if self.pruner not in PRUNERS:
-            raise ValueError(f"unknown pruner {self.pruner!r}; choose from: {', '.join(PRUNERS)}")
-        t = self.train
-        if t.max_epochs < 1 or t.patience < 1 or t.batch_size < 1:
-            raise ValueError("max_epochs, patience and batch_size must be >= 1")
-        if t.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {t.lr}")
+        _integer("stages", self.stages, 1)
+        _number("prune rate", self.prune_rate, low=0.0, high=1.0, low_open=True,
+                high_open=True)
+        if not isinstance(self.pruner, str) or self.pruner not in PRUNERS:
+            raise ConfigError(f"unknown pruner {self.pruner!r}; choose from: "
+                              f"{', '.join(PRUNERS)}")
+        _integer("seed", self.seed, None)
+        _integer("arc_pairs", self.arc_pairs, 1)
+        _integer("arc_points", self.arc_points, 2)
+        _integer("hidden_arc_points", self.hidden_arc_points, 2)
+        _integer("hidden_runs", self.hidden_runs, 0)
+        if not isinstance(self.train, TrainConfig):
+            raise ConfigError(f"train must be a TrainConfig, got {type(self.train).__name__}")
+        self.train.validate()
 
 
 def default_train_config(arch: str, **overrides: Any) -> TrainConfig:
@@ -81,5 +148,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 def search_config_from_dict(d: dict[str, Any]) -> SearchConfig:
     """Inverse of ``to_dict`` for SearchConfig."""
     d = dict(d)
-    train = TrainConfig(**d.pop("train", {}))
-    return SearchConfig(train=train, **d)
+    try:
+        return SearchConfig(train=TrainConfig(**d.pop("train", {})), **d)
+    except TypeError as err:  # an unknown or missing field
+        raise ConfigError(f"not a search config: {err}") from None

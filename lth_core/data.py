@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import lzma
 import os
 import pickle
 import tarfile
 import tempfile
 import warnings
+import zlib
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +47,9 @@ __all__ = [
 IMAGE_SIZE = 32
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck"]
+CIFAR10_PER_CLASS = (5000, 1000)  # train and test images per class
 DEFAULT_VAL_SIZE = 5000
 SYNTHETIC_SEED = 20190101
 CACHE_VERSION = 1
@@ -137,6 +142,7 @@ def load_data(
         default_val = len(train) // 6
     else:
         name, train, test, classes = _load_source(spec, cache)
+        _check_known_counts(name, train, test, classes, spec)
         default_val = min(DEFAULT_VAL_SIZE, len(train) // 10)
     checksum = _checksum(train, test)
     val_size = default_val if val_size is None else val_size
@@ -165,6 +171,27 @@ def _load_source(spec: str, cache: Path) -> tuple[str, Split, Split, list[str]]:
     files = _read_folder(path)
     build = lambda: _decode_tree(files, str(path))
     return (path.resolve().name, *_cached(cache, *_tree_key(files), build))
+
+
+def _check_known_counts(name: str, train: Split, test: Split, classes: list[str],
+                        spec: str) -> None:
+    """Refuse CIFAR-10 with other image counts than the data set has: a copy that lost images
+    would otherwise train on fewer without a word.
+
+    Data counts as CIFAR-10 when its classes are CIFAR-10's ten and its name starts with
+    ``cifar10`` / ``cifar-10`` (a deliberate subset under another name is left alone).
+    """
+    if classes != CIFAR10_CLASSES or not name.lower().replace("-", "").startswith("cifar10"):
+        return
+    for split, part, want in (("train", train, CIFAR10_PER_CLASS[0]),
+                                         ("test", test, CIFAR10_PER_CLASS[1])):
+        per_class = torch.bincount(part.labels, minlength=len(classes)).tolist()
+        if per_class != [want] * len(classes):
+            raise DataSpecError(
+                f"{spec}: CIFAR-10 {split} set with {len(part):,} images "
+                f"({min(per_class):,} to {max(per_class):,} per class) where CIFAR-10 has "
+                f"{want * len(classes):,} ({want:,} per class): the copy is damaged or "
+                "incomplete (a deliberate subset needs a name not starting with cifar10)")
 
 
 def _parse_synthetic(spec: str) -> tuple[int, int]:
@@ -261,7 +288,13 @@ def _is_image_path(rel: str) -> bool:
 
 
 def _read_tar(path: Path) -> tuple[Split, Split, list[str]]:
-    """Decode an image-folder tree straight from a tar archive."""
+    """Decode an image-folder tree straight from a tar archive, read to its very end.
+
+    ``tarfile`` ends its listing silently at the first member header it cannot parse, and a
+    gzip checksum is checked only when the stream is read to its end: so after the listing
+    the rest of the stream is read, and it must be the archive's zero padding. A damaged
+    archive is refused instead of loading short.
+    """
     files = {}
     try:
         with tarfile.open(path) as tf:
@@ -271,9 +304,22 @@ def _read_tar(path: Path) -> tuple[Split, Split, list[str]]:
                     name = name[2:]
                 if m.isfile() and _is_image_path(name):
                     files[name] = tf.extractfile(m).read()
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise DataSpecError(f"cannot read archive {path}: {e}") from None
+            if not _rest_is_padding(tf.fileobj):
+                raise tarfile.ReadError("data after the end of the listing (a damaged member "
+                                        "header?)")
+    except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as e:
+        raise DataSpecError(f"cannot read archive {path}, it is damaged or truncated: "
+                            f"{e}") from None
     return _decode_tree(files, str(path))
+
+
+def _rest_is_padding(stream: io.BufferedIOBase) -> bool:
+    """Read ``stream`` to its end (which checks a compressed stream's checksum); whether all
+    that was left is zero bytes."""
+    while chunk := stream.read(1 << 20):
+        if chunk.count(0) != len(chunk):
+            return False
+    return True
 
 
 def _read_folder(path: Path) -> dict[str, bytes]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import socket
@@ -43,6 +44,21 @@ import torch
 RECORD_KEYS = ("arch", "run", "stage", "density", "val_acc", "test_acc", "traj_len",
                "traj_len_2d", "epochs", "best_epoch")
 
+# The type and range of every record field the store and the metrics read: (type, low, high).
+# A record outside it is corrupt: reported by name and recomputed, never counted.
+_REAL = (int, float)
+RECORD_SCHEMA: dict[str, tuple[type | tuple[type, ...], float | None, float | None]] = {
+    "arch": (str, None, None), "run": (int, 0, None), "stage": (int, 0, None),
+    "density": (_REAL, 0.0, 1.0), "val_acc": (_REAL, 0.0, 100.0),
+    "test_acc": (_REAL, 0.0, 100.0), "traj_len": (_REAL, 0.0, None),
+    "traj_len_2d": (_REAL, 0.0, None), "epochs": (int, 1, None), "best_epoch": (int, 0, None),
+}
+OPTIONAL_SCHEMA: dict[str, tuple[type | tuple[type, ...], float | None, float | None]] = {
+    "n_weights": (int, 0, None), "best_val_acc_training": (_REAL, None, None),
+    "wall_time_s": (_REAL, 0.0, None), "pruner": (str, None, None),
+    "history": (list, None, None), "provenance": (dict, None, None),
+}
+
 
 SEARCH_META = "search.json"  # DIR/<arch>/search.json: what makes a folder a result set
 
@@ -55,6 +71,19 @@ def find_searches(root: str | os.PathLike) -> list[tuple[ResultsStore, str]]:
 
 class StoreError(ValueError):
     """The results path cannot be used (a file, unwritable, or holds other experiments)."""
+
+
+def check_name(name: object) -> str:
+    """``name`` if it can name a search's folder: one path component, not empty, not ``.``
+    or ``..``, not hidden (a name with ``/`` or ``..`` would write elsewhere, and its
+    records would not be found under the name)."""
+    if not isinstance(name, str) or not name.strip():
+        raise StoreError(f"a search name must be a non-empty string, got {name!r}")
+    bad = [c for c in name if c in "/\\" or not c.isprintable()]
+    if bad or name.startswith(".") or name != name.strip():
+        raise StoreError(f"search name {name!r} is not one plain folder name (no '/', '\\', "
+                         "leading '.', surrounding spaces or control characters)")
+    return name
 
 
 class CorruptRecordWarning(UserWarning):
@@ -121,16 +150,57 @@ def _warn_corrupt(path: Path, err: Exception) -> None:
                   CorruptRecordWarning, stacklevel=3)
 
 
+def _check_field(key: str, value: Any,
+                 spec: tuple[type | tuple[type, ...], float | None, float | None]) -> None:
+    kind, low, high = spec
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise ValueError(f"{key} is {value!r}, not of type "
+                         f"{'number' if kind is _REAL else kind.__name__}")
+    if kind in (_REAL, int) and not math.isfinite(value):
+        raise ValueError(f"{key} is {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        top = "inf" if high is None else high
+        raise ValueError(f"{key} is {value!r}, outside [{low}, {top}]")
+
+
+def check_record(rec: Any, path: Path | None = None) -> dict[str, Any]:
+    """``rec`` if it follows ``RECORD_SCHEMA`` (and names the arch, run and stage its path
+    does), else ValueError saying what is wrong."""
+    if not isinstance(rec, dict):
+        raise ValueError(f"a record is a JSON object, not {type(rec).__name__}")
+    missing = [k for k in RECORD_KEYS if k not in rec]
+    if missing:
+        raise ValueError(f"missing keys {missing}")
+    for key, spec in RECORD_SCHEMA.items():
+        _check_field(key, rec[key], spec)
+    for key, spec in OPTIONAL_SCHEMA.items():
+        if key in rec:
+            _check_field(key, rec[key], spec)
+    if rec["best_epoch"] > rec["epochs"]:
+        raise ValueError(f"best_epoch {rec['best_epoch']} after its {rec['epochs']} epochs")
+    if not isinstance(rec.get("provenance", {}).get("config", {}), dict):
+        raise ValueError("provenance.config is not an object")
+    if path is not None:  # a copied record names another run: it would count twice
+        where = {"arch": path.parent.parent.name, "run": f"run-{rec['run']:03d}",
+                 "stage": f"stage-{rec['stage']}"}
+        found = {"arch": rec["arch"], "run": path.parent.name, "stage": path.stem}
+        for key, want in where.items():
+            if found[key] != want:
+                raise ValueError(f"its {key} ({rec[key]!r}) is not that of its path")
+    return rec
+
+
+def _load_record(path: Path) -> dict[str, Any]:
+    return check_record(json.loads(path.read_text()), path)
+
+
 def read_record(path: Path) -> dict[str, Any] | None:
-    """A stage record, or None (with a warning naming the file) when missing or corrupt."""
+    """A stage record, or None (with a warning naming the file) when missing or corrupt
+    (unreadable, or outside ``RECORD_SCHEMA``)."""
     if not path.exists():
         return None
     try:
-        rec = json.loads(path.read_text())
-        missing = [k for k in RECORD_KEYS if k not in rec]
-        if missing:
-            raise ValueError(f"missing keys {missing}")
-        return rec
+        return _load_record(path)
     except (ValueError, OSError) as err:
         _warn_corrupt(path, err)
         return None
@@ -140,6 +210,8 @@ class ResultsStore:
     """Records, checkpoints and locks under one results directory."""
 
     def __init__(self, root: str | os.PathLike, stale_after: float = 3600.0):
+        if not str(os.fspath(root)).strip():
+            raise StoreError("results path is empty; name a folder (such as results)")
         self.root = Path(root)
         self.stale_after = stale_after
         if self.root.exists() and not self.root.is_dir():
@@ -154,8 +226,12 @@ class ResultsStore:
             raise StoreError(f"results path {self.root} is not writable: {err.strerror}") from None
 
     # -- paths -------------------------------------------------------------------------------
+    def arch_dir(self, arch: str) -> Path:
+        """The folder of the search named ``arch`` (a name that is not one folder is refused)."""
+        return self.root / check_name(arch)
+
     def run_dir(self, arch: str, run: int) -> Path:
-        return self.root / arch / f"run-{run:03d}"
+        return self.arch_dir(arch) / f"run-{run:03d}"
 
     def record_path(self, arch: str, run: int, stage: int) -> Path:
         return self.run_dir(arch, run) / f"stage-{stage}.json"
@@ -175,12 +251,12 @@ class ResultsStore:
 
     def runs(self, arch: str) -> list[int]:
         """The run numbers that have a folder under ``arch``."""
-        return sorted(int(p.name[4:]) for p in (self.root / arch).glob("run-[0-9]*")
+        return sorted(int(p.name[4:]) for p in self.arch_dir(arch).glob("run-[0-9]*")
                       if p.name[4:].isdigit())
 
     # -- search metadata ---------------------------------------------------------------------
     def search_path(self, arch: str) -> Path:
-        return self.root / arch / SEARCH_META
+        return self.arch_dir(arch) / SEARCH_META
 
     def read_search(self, arch: str) -> dict[str, Any] | None:
         """The config and data every run of ``arch`` used; None if absent or unreadable."""
@@ -189,29 +265,98 @@ class ResultsStore:
         except (OSError, ValueError):
             return None
 
-    def check_search(self, arch: str, meta: dict[str, Any]) -> None:
-        """Refuse to mix runs of different configs or data in one folder; record the first.
+    def check_search(self, arch: str, meta: dict[str, Any], stages: int | None = None) -> None:
+        """Refuse to mix runs of different setups (config, data, model) in one folder.
 
-        ``meta`` holds what must match (config without ``stages``, data identity). More stages
-        than before are allowed: finished runs then continue.
+        ``meta`` (``engine.search.search_meta``) holds what must match; more stages than
+        before are allowed, finished runs then continue. It is checked against
+        ``search.json`` and against the setup every stored record carries, so a deleted or
+        damaged ``search.json`` is rebuilt from the records instead of letting another setup
+        in. A folder whose search has not finished any stage (its first stage failed) takes
+        the new setup: the old one's unfinished checkpoints and initial-weight checksums
+        are removed, since they belong to the old setup.
+
+        ``stages``, the K this search asks for, is recorded as the folder's declared K
+        (``declared_stages``) in a ``search.json`` written here; ``declare_stages`` raises it
+        once a search with more stages has run.
         """
-        path = self.search_path(arch)
-        sweep_temporaries(path.parent, self.stale_after)
-        if path.exists():
-            try:
-                old = json.loads(path.read_text())
-            except ValueError as err:
-                _warn_corrupt(path, err)
+        folder = self.arch_dir(arch)
+        path = folder / SEARCH_META
+        sweep_temporaries(folder, self.stale_after)
+        old = self._read_meta(path)
+        if old is not None:
+            old.pop("stages", None)  # the declared K may grow: not part of the setup
+        records = sorted(folder.glob("run-*/stage-*.json"))
+        if old is not None:
+            diff = setup_difference(old, meta)
+            if diff and not records and not self._live_locks(arch):
+                warnings.warn(f"{folder} has no finished stage of its setup ({diff}); it now "
+                              "holds this one, and the unfinished stages of the old one are "
+                              "dropped", CorruptRecordWarning, stacklevel=2)
+                self._drop_resume_files(arch)
                 old = None
-            if old is not None:  # engine settings recorded by earlier versions do not count
-                old.get("config", {}).get("train", {}).pop("cuda_graphs", None)
-            diff = setup_difference(old, meta) if old is not None else None
+            elif diff:
+                raise self._other_setup(arch, diff, path)
+        for setup, where in _record_setups(records):
+            diff = setup_difference(setup, meta)
             if diff:
-                raise StoreError(f"{self.root / arch} holds results of another setup ({diff}); "
-                                 "use another --results directory")
-            if old is not None:
-                return
-        atomic_write_bytes(path, json.dumps(meta, indent=1, sort_keys=True).encode())
+                raise self._other_setup(arch, diff, where)
+        if old is None:
+            if records:
+                warnings.warn(f"{path} is missing or damaged; rebuilt from the setup its "
+                              f"{len(records)} records carry", CorruptRecordWarning,
+                              stacklevel=2)
+            k = max([stages or 0, *_record_stages(records)])
+            atomic_write_bytes(path, json.dumps({**meta, **({"stages": k} if k else {})},
+                                                indent=1, sort_keys=True).encode())
+
+    def declare_stages(self, arch: str, stages: int) -> None:
+        """Raise the K ``search.json`` declares to ``stages`` (never lower it). Called after a
+        search ran, so that a refused one writes nothing; a ``search.json`` written before K
+        was declared is left as it is."""
+        path = self.search_path(arch)
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        k = meta.get("stages") if isinstance(meta, dict) else None
+        if isinstance(k, int) and not isinstance(k, bool) and stages > k:
+            atomic_write_bytes(path, json.dumps({**meta, "stages": stages}, indent=1,
+                                                sort_keys=True).encode())
+
+    def _read_meta(self, path: Path) -> dict[str, Any] | None:
+        """``search.json``; None when missing, or (with a warning) when damaged."""
+        if not path.exists():
+            return None
+        try:
+            old = json.loads(path.read_text())
+            if not isinstance(old, dict) or not isinstance(old.get("config"), dict):
+                raise ValueError("not a search setup")
+        except (OSError, ValueError) as err:
+            _warn_corrupt(path, err)
+            return None
+        old["config"].get("train", {}).pop("cuda_graphs", None)  # engine, not setup
+        return old
+
+    def _other_setup(self, arch: str, diff: str, where: Path) -> StoreError:
+        folder = self.root / arch
+        if diff.startswith("model"):
+            return StoreError(f"{folder} holds results of another model under the name "
+                              f"{arch!r} ({diff}, in {where.name}); give this model another "
+                              "name or use another results directory")
+        return StoreError(f"{folder} holds results of another setup ({diff}); use another "
+                          "--results directory")
+
+    def _live_locks(self, arch: str) -> bool:
+        """Whether another live process holds a run of ``arch``."""
+        return any(not self._is_stale(lock) for lock in self.arch_dir(arch).glob("run-*/.lock"))
+
+    def _drop_resume_files(self, arch: str) -> None:
+        """Remove what resumes a search of an abandoned setup (no record is removed)."""
+        for run in self.arch_dir(arch).glob("run-*"):
+            for f in [run / "init.json", run / "ckpt" / "state.pt",
+                      *run.glob("mask-stage-*.npz"), *run.glob("hidden-stage-*.npz")]:
+                f.unlink(missing_ok=True)
 
     def code_patch_path(self, arch: str, sha256: str) -> Path:
         return self.root / arch / f"code-{sha256}.patch"
@@ -367,6 +512,60 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _record_stages(paths: list[Path]) -> list[int]:
+    """The K (``stages``) in the config of each readable record at ``paths``."""
+    out = []
+    for path in paths:
+        try:
+            k = _load_record(path).get("provenance", {}).get("config", {}).get("stages")
+        except (OSError, ValueError):
+            continue
+        if isinstance(k, int) and not isinstance(k, bool):
+            out.append(k)
+    return out
+
+
+def declared_stages(root: str | os.PathLike) -> dict[str, int]:
+    """Per search under ``root`` (one level, as ``load_results`` reads it) the K its
+    ``search.json`` declares; searches that declare none (written by earlier versions) are
+    left out."""
+    out = {}
+    for path in sorted(Path(root).glob(f"*/{SEARCH_META}")):
+        try:
+            k = json.loads(path.read_text()).get("stages")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(k, int) and not isinstance(k, bool) and k >= 1:
+            out[path.parent.name] = k
+    return out
+
+
+def _record_setups(paths: list[Path]) -> list[tuple[dict[str, Any], Path]]:
+    """The distinct setups (as in ``search.json``) the records at ``paths`` carry, each with
+    one record that carries it; unreadable records are left to ``read_record`` to report."""
+    seen: dict[str, tuple[dict[str, Any], Path]] = {}
+    for path in paths:
+        try:
+            rec = _load_record(path)
+        except (OSError, ValueError):
+            continue
+        prov = rec.get("provenance", {})
+        config = json.loads(json.dumps(prov.get("config", {})))
+        config.pop("stages", None)
+        if isinstance(config.get("train"), dict):
+            config["train"].pop("cuda_graphs", None)
+        setup: dict[str, Any] = {"name": rec["arch"]}
+        if config:
+            setup["config"] = config
+        data = {k: prov[f"data_{k}"] for k in ("name", "checksum") if f"data_{k}" in prov}
+        if data:
+            setup["data"] = data
+        if "model" in prov:
+            setup["model"] = prov["model"]
+        seen.setdefault(json.dumps(setup, sort_keys=True), (setup, path))
+    return list(seen.values())
 
 
 def setup_difference(stored: dict[str, Any], wanted: dict[str, Any]) -> str | None:

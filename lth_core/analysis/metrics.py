@@ -116,26 +116,37 @@ def run_summary(
     return out
 
 
-def search_stages(df: pd.DataFrame) -> dict[str, int]:
-    """K per arch: the stages its search was asked for (``stages`` in the records' config,
-    when the table has a ``config`` column), and at least as many as any run recorded."""
+def search_stages(df: pd.DataFrame, declared: dict[str, int] | None = None) -> dict[str, int]:
+    """K per arch: the search's ``declared`` K (``lth_core.store.declared_stages``) where
+    given, else the stages its records were asked for (``stages`` in their config, when the
+    table has a ``config`` column); at least as many as any run recorded.
+
+    A search continued stage by stage (one call per stage) leaves records whose config says
+    1, 2, 3: their largest is not the K it aims at, so a declared K comes first.
+    """
     k = (df.groupby("arch", sort=False)["stage"].max() + 1).astype(int).to_dict()
+    declared = declared or {}
     if "config" in df.columns:
         for (arch, cfg), _ in df.groupby(["arch", "config"], sort=False):
             stages = json.loads(cfg).get("stages") if isinstance(cfg, str) else None
-            k[arch] = max(k[arch], int(stages or 0))
+            if arch not in declared:
+                k[arch] = max(k[arch], int(stages or 0))
+    for arch, stages in declared.items():
+        if arch in k:
+            k[arch] = max(k[arch], int(stages))
     return k
 
 
-def complete_runs(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
-    """The rows of the runs that recorded all K stages of their arch, and per arch the number
-    of incomplete runs left out (archs with none are not named).
+def complete_runs(df: pd.DataFrame, declared: dict[str, int] | None = None
+                  ) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The rows of the runs that recorded all K stages of their arch (``search_stages``), and
+    per arch the number of incomplete runs left out (archs with none are not named).
 
     An unfinished run has no record of the stages it has not reached yet; counted, it would
     pass for a run whose ticket search failed and lower SR, A_gain and LTS. So these come from
     complete runs only, and a report says how many runs it left out.
     """
-    stages = search_stages(df)
+    stages = search_stages(df, declared)
     recorded = df.groupby(["arch", "run"], sort=False)["stage"].agg(lambda s: set(s.astype(int)))
     done = {key: set(range(stages[key[0]])) <= got for key, got in recorded.items()}
     keep = [done[key] for key in zip(df["arch"], df["run"], strict=True)]

@@ -44,8 +44,8 @@ from lth_core.engine.search import (
     evaluation_pairs,
     init_model,
     measure_stage,
+    prepare_search,
     run_seed,
-    search_meta,
     stage_record,
     state_checksum,
 )
@@ -153,7 +153,7 @@ def compute_stage(model_fn: Callable[[], nn.Module], data: Dataset, pairs: Tenso
                                   seed=derive_seed(seed, "prune", res.stage))
         res.mask = pack_mask(new)
         res.record = stage_record(name, res.run, res.stage, masks, out, measured, cfg, data,
-                                  device)
+                                  device, model)
         if res.run < cfg.hidden_runs:
             x0, x1 = pairs[0].to(device)
             res.hidden = hidden_trajectories(model, x0, x1, cfg.hidden_arc_points)
@@ -234,7 +234,7 @@ class _Driver:
                  task: Any, ctx: Any, use_gpu: bool, bar: tqdm):
         self.ray, self.arch, self.cfg, self.store = ray, arch, cfg, store
         self.task, self.ctx, self.use_gpu, self.bar = task, ctx, use_gpu, bar
-        self.report = SearchReport([], [], {})
+        self.report = SearchReport([], [], {}, arch)
         self.inflight: dict[Any, _Group] = {}
         self.groups: list[_Group] = []
 
@@ -394,8 +394,7 @@ def search_on_ray(
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be auto, cpu or cuda on Ray, got {device!r}")
     data = data_spec if isinstance(data_spec, Dataset) else load_data(data_spec)
-    store = ResultsStore(results)
-    store.check_search(arch, search_meta(arch, cfg, data))
+    store, _ = prepare_search(lambda: build(arch), data, cfg, arch, results)
     ray = _import_ray()
     started = connect_ray(address)
     try:
@@ -413,8 +412,10 @@ def search_on_ray(
         bar = tqdm(total=len(run_ids) * cfg.stages, desc=f"{arch} (ray)", disable=not progress,
                    unit="stage", file=sys.stderr)
         try:
-            return _Driver(ray, arch, cfg, store, task, ctx, use_gpu, bar).run(
-                run_ids, size)
+            report = _Driver(ray, arch, cfg, store, task, ctx, use_gpu, bar).run(run_ids, size)
+            if report.finished:
+                store.declare_stages(arch, cfg.stages)
+            return report
         finally:
             bar.close()
     finally:

@@ -35,7 +35,7 @@ from lth_core.engine.train import (
 )
 from lth_core.provenance import code_patch, git_commit, provenance
 from lth_core.pruning import PRUNERS, Masks, apply_masks, density, full_masks
-from lth_core.store import ResultsStore, load_results
+from lth_core.store import ResultsStore, check_name, load_results
 
 
 @dataclass
@@ -45,18 +45,74 @@ class SearchReport:
     finished: list[int]
     skipped_locked: list[int]
     failed: dict[int, str]
+    name: str = ""  # the search's name (its folder under the results path)
 
 
 def run_seed(name: str, run: int, cfg: SearchConfig) -> int:
     return derive_seed(name, run, cfg.seed)
 
 
-def search_meta(name: str, cfg: SearchConfig, data: Dataset) -> dict[str, Any]:
-    """What every run in one results folder must share (more stages may be added later)."""
+def model_identity(model: nn.Module) -> dict[str, Any]:
+    """What makes two models one model in a results folder: the class name and a sha256 of
+    every parameter's and buffer's name, shape and dtype (records carry these two)."""
+    h = hashlib.sha256(type(model).__name__.encode())
+    for k, v in model.state_dict().items():
+        h.update(f"\0{k}:{tuple(v.shape)}:{v.dtype}".encode())
+    return {"class": type(model).__name__, "structure_sha256": h.hexdigest()}
+
+
+def search_meta(name: str, cfg: SearchConfig, data: Dataset,
+                model: nn.Module) -> dict[str, Any]:
+    """What every run in one results folder must share (more stages may be added later):
+    config, data and the model's structure (with its tensors' names and shapes)."""
     config = to_dict(cfg)
     config.pop("stages")
     config["train"].pop("cuda_graphs")  # how the engine runs, not what it computes
-    return {"name": name, "config": config, "data": data.identity()}
+    shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
+    return {"name": name, "config": config, "data": data.identity(),
+            "model": {**model_identity(model), "shapes": shapes}}
+
+
+def check_model(model: nn.Module, data: Dataset) -> None:
+    """Refuse, in one line, a model that cannot classify ``data``: its output on two test
+    images must be (2, C) logits with C >= the data's classes (a 10-way head on 12 classes
+    would fail inside the loss, after writing the search's setup)."""
+    x = normalize(data.test.images[:2], data.mean, data.std)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except Exception as err:  # any failure here is the model's, not the search's
+        raise ValueError(f"the model cannot take the data's images {tuple(x.shape[1:])}: "
+                         f"{type(err).__name__}: {' '.join(str(err).split())}") from None
+    finally:
+        model.train(was_training)
+    if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != len(x):
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"the model's output must be (batch, classes) logits, got {got}")
+    if out.shape[1] < len(data.classes):
+        raise ValueError(f"the model has {out.shape[1]} outputs but the data "
+                         f"{data.name!r} has {len(data.classes)} classes; build its head "
+                         f"with {len(data.classes)} (e.g. build(arch, "
+                         f"num_classes={len(data.classes)}))")
+
+
+def prepare_search(model_fn: Callable[[], nn.Module], data: Dataset, cfg: SearchConfig,
+                   name: str | None, results: str | Path) -> tuple[ResultsStore, str]:
+    """Everything a search checks before it trains: the config, the model against the data,
+    the name (default: the model's class name) and the results folder's setup (recorded
+    when new). Bad input raises ValueError (StoreError for the folder) before anything is
+    written, except a new folder's ``search.json``."""
+    cfg.validate()
+    model = init_model(model_fn, 0)
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"the model factory returned {type(model).__name__}, not an nn.Module")
+    name = check_name(type(model).__name__ if name is None else name)
+    check_model(model, data)
+    store = ResultsStore(results)
+    store.check_search(name, search_meta(name, cfg, data, model), stages=cfg.stages)
+    return store, name
 
 
 def init_model(model_fn: Callable[[], nn.Module], seed: int) -> nn.Module:
@@ -91,7 +147,8 @@ def measure_stage(model: nn.Module, data: Dataset, pairs: Tensor, cfg: SearchCon
 
 def stage_record(name: str, run: int, stage: int, masks: Masks, outcome: StageOutcome,
                  measured: dict[str, float], cfg: SearchConfig, data: Dataset,
-                 device: torch.device) -> dict[str, Any]:
+                 device: torch.device, model: nn.Module) -> dict[str, Any]:
+    """One stage's record: what the store, the metrics and a continuing search read."""
     alive = sum(int(m.sum()) for m in masks.values())
     return {
         "arch": name, "run": run, "stage": stage, "density": density(masks),
@@ -100,7 +157,8 @@ def stage_record(name: str, run: int, stage: int, masks: Masks, outcome: StageOu
         "best_epoch": outcome.best_epoch, "wall_time_s": outcome.train_seconds,
         "pruner": cfg.pruner, "history": outcome.history,
         "provenance": {**provenance(device), "data_name": data.name,
-                       "data_checksum": data.checksum, "config": to_dict(cfg)},
+                       "data_checksum": data.checksum, "config": to_dict(cfg),
+                       "model": model_identity(model)},
     }
 
 
@@ -214,7 +272,7 @@ class _Run:
                                                  seed=derive_seed(self.seed, "prune", k)).items()}
             self.store.write_mask(self.name, self.run, k, new)  # before the record: see needs
         self.store.write_record(stage_record(self.name, self.run, k, self.masks[k], outcome,
-                                             measured, self.cfg, data, device))
+                                             measured, self.cfg, data, device, model))
         if self.run < self.cfg.hidden_runs:
             x0, x1 = pairs[0].to(device)
             self.store.write_hidden(self.name, self.run, k, hidden_trajectories(
@@ -315,7 +373,7 @@ def search_runs(
     data: Dataset,
     cfg: SearchConfig | None = None,
     *,
-    name: str = "model",
+    name: str | None = None,
     runs: int | Iterable[int] = 1,
     results: str | Path = "results",
     device: str | torch.device = "auto",
@@ -324,13 +382,14 @@ def search_runs(
 ) -> SearchReport:
     """Run (or resume) ticket search for ``runs`` of ``model_fn``; say what happened.
 
-    ``runs`` is a count (runs 0..n-1) or explicit run indices. ``population`` runs are
-    trained at once by the vectorised engine (``None``: as many as the device holds). Runs
+    ``name`` (default: the model's class name) names the search's folder and, with the
+    run index, seeds each run. ``runs`` is a count (runs 0..n-1) or explicit run indices.
+    ``population`` runs are trained at once by the vectorised engine (``None``: as many as
+    the device holds). Runs
     held by another process (a live lock) are skipped; a run that diverges is reported and
     the others go on. Every finished stage is in the results store.
     """
     cfg = cfg or SearchConfig()
-    cfg.validate()
     git_commit()  # read (and cached) now, while the checkout is the code this process loaded
     dev = resolve_device(device)
     run_ids = list(range(runs)) if isinstance(runs, int) else list(runs)
@@ -338,12 +397,11 @@ def search_runs(
         raise ValueError("runs must be >= 1")
     if population is not None and population < 1:
         raise ValueError(f"population must be >= 1, got {population}")
-    store = ResultsStore(results)
-    store.check_search(name, search_meta(name, cfg, data))
+    store, name = prepare_search(model_fn, data, cfg, name, results)
     store.write_code_patch(name, code_patch())  # the code of a dirty checkout, recoverable
     pairs = evaluation_pairs(data, name, cfg)
     size = population or auto_population(model_fn, cfg, dev, len(run_ids))
-    report = SearchReport([], [], {})
+    report = SearchReport([], [], {}, name)
     bar = tqdm(total=len(run_ids) * cfg.stages, desc=f"{name}", disable=not progress,
                unit="stage", file=sys.stderr)
     try:
@@ -370,6 +428,8 @@ def search_runs(
                 else:
                     _search_population(model_fn, data, group, dev, pairs, bar, report.failed)
                 report.finished += [g.run for g in group if g.run not in report.failed]
+        if report.finished:
+            store.declare_stages(name, cfg.stages)
     finally:
         bar.close()
     return report
@@ -380,15 +440,16 @@ def ticket_search(
     data: Dataset,
     cfg: SearchConfig | None = None,
     *,
-    name: str = "model",
+    name: str | None = None,
     runs: int | Iterable[int] = 1,
     results: str | Path = "results",
     device: str | torch.device = "auto",
     population: int | None = 1,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """``search_runs``, then the records of ``name`` (``load_results`` of ``results``)."""
-    search_runs(model_fn, data, cfg, name=name, runs=runs, results=results, device=device,
-                population=population, progress=progress)
+    """``search_runs``, then the records of ``name`` (``load_results`` of ``results``);
+    ``name`` defaults to the model's class name."""
+    report = search_runs(model_fn, data, cfg, name=name, runs=runs, results=results,
+                         device=device, population=population, progress=progress)
     df = load_results(results)
-    return df[df["arch"] == name].reset_index(drop=True)
+    return df[df["arch"] == report.name].reset_index(drop=True)

@@ -24,7 +24,12 @@ from lth_core.config import SearchConfig, search_config_from_dict, to_dict
 
 
 class WorkerError(RuntimeError):
-    """A worker process failed; the message is its last line of error output."""
+    """A worker process failed; the message is its last line of error output. ``usage``:
+    it refused bad input (exit code 2), as one process would."""
+
+    def __init__(self, message: str, usage: bool = False) -> None:
+        super().__init__(message)
+        self.usage = usage
 
 
 def default_workers(n_runs: int) -> int:
@@ -62,15 +67,19 @@ def search_in_workers(arch: str, data_spec: str, cfg: SearchConfig, *,
                 if proc.wait() != 0:
                     err.seek(0)
                     lines = [ln for ln in err.read().splitlines() if ln.strip()]
-                    failures.append(lines[-1] if lines else f"exit code {proc.returncode}")
+                    failures.append((proc.returncode,
+                                     lines[-1] if lines else f"exit code {proc.returncode}"))
         finally:  # an interrupted caller must not leave children training
             for proc, err in procs:
                 if proc.poll() is None:
                     proc.terminate()
                     proc.wait()
                 err.close()
+    usage = [line for code, line in failures if code == 2]
+    if usage:  # bad input: the worker's one line, as one process would print it
+        raise WorkerError(usage[0].removeprefix("error: "), usage=True)
     if failures:
-        raise WorkerError(f"{arch}: a worker failed: {failures[0]}")
+        raise WorkerError(f"{arch}: a worker failed: {failures[0][1]}")
 
 
 def _main(job_path: str) -> int:

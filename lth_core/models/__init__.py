@@ -57,6 +57,7 @@ def train_defaults(name: str) -> dict:
 
 
 _WIDTH_PREFIX = "lenet5-w"
+MAX_WIDTH = 16.0  # the widest LeNet-5 ``build`` makes by name
 _WIDTH_NAME = re.compile(r"lenet5-w(\d+(?:\.\d+)?)", re.ASCII)
 
 
@@ -120,8 +121,22 @@ def is_buildable(name: str) -> bool:
     return True
 
 
+def check_arch(name: str) -> None:
+    """Raise ValueError (one line) unless ``build(name)`` makes a model that fits in memory:
+    a known name, and a LeNet-5 width of at most ``MAX_WIDTH`` (its parameters grow with the
+    width squared: ``lenet5-w1000`` would allocate about 200 GB)."""
+    if name in ARCHITECTURES:
+        return
+    width = parse_width(name)
+    if width > MAX_WIDTH:
+        raise ValueError(f"LeNet-5 width {width:g} of {name!r} is above {MAX_WIDTH:g} (about "
+                         f"{MAX_WIDTH**2 * 62_006 / 1e6:.0f}M parameters there); choose a "
+                         "smaller width")
+
+
 def build(name: str, num_classes: int = 10) -> nn.Module:
     """Construct an architecture by registry name, or LeNet-5 at a width by ``lenet5-w<width>``."""
+    check_arch(name)
     if name in ARCHITECTURES:
         return ARCHITECTURES[name](num_classes=num_classes)
     return lenet5(num_classes=num_classes, width=parse_width(name))
@@ -155,6 +170,7 @@ __all__ = [
     "WIDTH_PARAM_COUNTS",
     "build",
     "by_size",
+    "check_arch",
     "count_parameters",
     "is_buildable",
     "parse_width",
