@@ -145,6 +145,9 @@ def load_data(
         _check_known_counts(name, train, test, classes, spec)
         default_val = min(DEFAULT_VAL_SIZE, len(train) // 10)
     checksum = _checksum(train, test)
+    if val_size is None and default_val < 1:  # early stopping would watch nothing
+        raise DataSpecError(f"{spec}: {len(train)} training images leave no validation set "
+                            "(a search selects epochs on it); use more images or val_size")
     val_size = default_val if val_size is None else val_size
     if not 0 <= val_size < len(train):
         raise DataSpecError(f"val_size must be in [0, {len(train)}) for {spec}, got {val_size}")

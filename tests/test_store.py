@@ -56,3 +56,21 @@ def test_no_temporary_is_left_by_a_normal_write(tmp_path):
     ResultsStore(tmp_path)
     atomic_write_bytes(tmp_path / "a.json", b"1")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
+
+
+def test_files_follow_the_umask(tmp_path):
+    """Others on a shared cluster can read the results when the umask lets them."""
+    from lth_core import store as store_module
+
+    atomic_write_bytes(tmp_path / "r.json", b"1")
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o666 & ~store_module._UMASK
+
+
+def test_a_training_set_too_small_for_a_validation_set_is_refused():
+    import pytest
+
+    from lth_core.data import DataSpecError, load_data
+
+    with pytest.raises(DataSpecError, match="no validation set"):
+        load_data("synthetic:5:5")
+    assert len(load_data("synthetic:12:5").val) == 2
