@@ -616,13 +616,12 @@ def fig_stage_effects(sets: list[StageSet], level: float = LEVEL):
         y = np.concatenate([[0.0], e["diff_pct"].to_numpy()])
         lo = np.concatenate([[0.0], e["lo_pct"].to_numpy()])
         hi = np.concatenate([[0.0], e["hi_pct"].to_numpy()])
-        off = 1 + 0.006 * (i - len(sets) / 2)  # side by side, so the intervals can be read
+        off = 1 + 0.004 * (i - len(sets) / 2)  # side by side, so the intervals can be read
         ax.errorbar(x * off, y, yerr=[y - lo, hi - y], marker="o", ms=4, capsize=2, lw=1,
                     label=f"{set_name(s)} ({s.n} runs)")
     ax.axhline(0, color="grey", lw=0.8)
-    ax.set_xscale("log")
     ax.invert_xaxis()
-    ax.set_xlabel("weights kept (%), log scale")
+    ax.set_xlabel("weights kept (%)")
     ax.set_ylabel("acc_k - acc_0 (% of dense mean)")
     ax.legend(fontsize=7, ncol=2, loc="lower left")
     fig.tight_layout()
