@@ -31,7 +31,8 @@ import torch
 from lth_core.config import SearchConfig, default_train_config
 from lth_core.data import load_data
 from lth_core.engine.population import Population
-from lth_core.engine.search import auto_population, init_model, search_runs
+from lth_core.engine.search import auto_population, run_search
+from lth_core.engine.stage import init_model
 from lth_core.engine.train import resolve_device
 from lth_core.models import build, is_buildable
 from lth_core.store import ResultsStore
@@ -116,10 +117,12 @@ def campaign(plan: list[tuple[str, int]], data_spec: str, results: Path, budget_
                 log(f"stop before {stopped}")
                 break
             t0 = time.monotonic()
-            report = search_runs(lambda a=arch: build(a), data,
-                                 dataclasses.replace(cfg, stages=k), name=arch, runs=runs,
-                                 results=results, device=device, population=None,
-                                 progress=False)
+            report = run_search(lambda a=arch: build(a), data,
+                                dataclasses.replace(cfg, stages=k), name=arch, runs=runs,
+                                results=results, device=device, population=None,
+                                progress=False)
+            # the campaign's K is the search's, not the stage it has reached
+            ResultsStore(results).declare_stages(arch, stages, add_missing=True)
             took = time.monotonic() - t0
             estimate = took
             done.append({"arch": arch, "runs": runs, "stage": k - 1, "seconds": round(took, 1),

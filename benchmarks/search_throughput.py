@@ -41,7 +41,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from lth_core.config import TrainConfig
 from lth_core.data import Dataset, Split, batches, load_data
-from lth_core.engine.search import init_model
+from lth_core.engine.stage import init_model
 from lth_core.engine.train import autocast, lr_at, make_optimizer, resolve_device
 from lth_core.models import ARCHITECTURES, build
 from lth_core.provenance import cpu_model

@@ -22,6 +22,7 @@ _EXPORTS = {
     "load_results": "lth_core.store",
     "magnitude_masks": "lth_core.pruning",
     "random_masks": "lth_core.pruning",
+    "run_search": "lth_core.engine.search",
     "ticket_search": "lth_core.engine.search",
 }
 
@@ -37,12 +38,13 @@ __all__ = [
     "load_results",
     "magnitude_masks",
     "random_masks",
+    "run_search",
     "ticket_search",
 ]
 
 if TYPE_CHECKING:
     from lth_core.config import SearchConfig, TrainConfig, default_train_config
-    from lth_core.engine.search import ticket_search
+    from lth_core.engine.search import run_search, ticket_search
     from lth_core.models import ARCHITECTURES, build
     from lth_core.pruning import PRUNERS, lamp_masks, lamp_scores, magnitude_masks, random_masks
     from lth_core.store import load_results

@@ -5,10 +5,13 @@ Table 2 of the paper from stored results. Bad input gives one line on stderr and
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+import typing
 import warnings
 import zlib
 from collections.abc import Sequence
+from typing import Any
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -26,43 +29,63 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
-def _unit_interval(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {value}")
-    return value
+def _typed(kind: type) -> Any:
+    """An argparse type: ``kind`` of the text, or one line saying what it is not; ranges
+    are the configs' to check (``ConfigError``)."""
+    def parse(text: str) -> Any:
+        try:
+            return kind(text)
+        except ValueError:
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+    parse.__name__ = kind.__name__
+    return parse
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    value = _typed(int)(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
 
 
-def _add_train_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per ``TrainConfig`` field, with the field's help; unset flags keep the
-    architecture's recipe."""
-    import dataclasses
-
-    from lth_core.config import TrainConfig
-
-    group = parser.add_argument_group("training (default: the architecture's recipe)")
-    for f in dataclasses.fields(TrainConfig):
+def add_config_flags(parser: argparse.ArgumentParser, cls: type, title: str,
+                     defaults: bool = True) -> None:
+    """One flag per field of the dataclass config ``cls`` (``--max-epochs``), with its help,
+    type and choices; nested configs (``SearchConfig.train``) get their own group.
+    ``defaults``: the dataclass's defaults (shown in the help); else None, so an unset flag
+    keeps what the caller fills in (an architecture's recipe)."""
+    hints = typing.get_type_hints(cls)
+    group = parser.add_argument_group(title)
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        if dataclasses.is_dataclass(kind):
+            add_config_flags(parser, kind, f"{title}: {f.name} (default: the "
+                             "architecture's recipe)", defaults=False)
+            continue
         flag = "--" + f.name.replace("_", "-")
-        if f.type in (bool, "bool"):
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                               help=f.metadata.get("help"))
-        else:
-            kind = {"int": int, "float": float}.get(f.type, f.type)
-            group.add_argument(flag, type=kind, default=None, metavar=f.name.upper(),
-                               help=f.metadata.get("help"))
+        default = f.default if defaults else None
+        text = f.metadata.get("help", "") + (f" (default: {default})" if defaults else "")
+        if kind is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
+                               help=text)
+            continue
+        choices = f.metadata.get("choices")
+        group.add_argument(flag, type=kind if choices else _typed(kind), default=default,
+                           choices=choices() if choices else None, help=text,
+                           metavar=None if choices else f.name.upper())
+
+
+def configs_from_args(args: argparse.Namespace, arch: str) -> Any:
+    """The ``SearchConfig`` the flags ask for: ``arch``'s recipe where a training flag is
+    unset. Raises ConfigError naming the field."""
+    from lth_core.config import SearchConfig, TrainConfig, default_train_config
+
+    train = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+             if getattr(args, f.name) is not None}
+    search = {f.name: getattr(args, f.name) for f in dataclasses.fields(SearchConfig)
+              if f.name != "train"}
+    return SearchConfig(**search, train=default_train_config(arch, **train))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,12 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--arch", action="append", required=True,
                    help="architecture (repeatable): lenet5, pnasnet_a, ..., resnet18")
     s.add_argument("--runs", type=_positive_int, default=1)
-    s.add_argument("--first-run", type=int, default=0, help="index of the first run")
-    s.add_argument("--stages", type=_positive_int, default=5, help="K, stages incl. dense")
-    s.add_argument("--prune-rate", type=_unit_interval, default=0.16)
-    s.add_argument("--pruner", choices=["lamp", "magnitude", "random"], default="lamp")
-    _add_train_flags(s)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--first-run", type=_typed(int), default=0, help="index of the first run")
     s.add_argument("--data", default="cifar10",
                    help="cifar10 | synthetic | path to a CIFAR-10 root, image folder or .tar.gz")
     s.add_argument("--results", default="results")
@@ -89,10 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=_positive_int, default=None,
                    help="CPU only: train the runs in this many processes, one torch thread "
                         "each (one run per core is the fastest way to use a CPU)")
+    s.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="train on Ray, one task per stage: alone, Ray starts on this machine "
+                        "(or joins RAY_ADDRESS); with ADDRESS, join that cluster")
     s.add_argument("--no-progress", action="store_true")
-    from lth_core.engine.ray_search import add_ray_argument
+    from lth_core.config import SearchConfig
 
-    add_ray_argument(s)
+    add_config_flags(s, SearchConfig, "ticket search")
 
     r = sub.add_parser("report", help="print Table 2 from stored results", allow_abbrev=False)
     r.add_argument("--results", default="results")
@@ -107,66 +128,41 @@ def build_parser() -> argparse.ArgumentParser:
 def _search(args: argparse.Namespace) -> int:
     """``lth search``: every input is checked (architectures, configs, results path, data,
     each folder's setup) before anything trains; a bad one is one line and exit code 2."""
-    import dataclasses
+    import functools
 
-    from lth_core.config import SearchConfig, TrainConfig, default_train_config
+    from lth_core.config import ConfigError
     from lth_core.data import DataSpecError, load_data
-    from lth_core.engine.search import prepare_search, search_runs
-    from lth_core.engine.train import resolve_device
-    from lth_core.engine.workers import WorkerError, search_in_workers
+    from lth_core.engine.search import run_search
+    from lth_core.engine.workers import WorkerError
     from lth_core.models import build, check_arch
     from lth_core.store import ResultsStore, StoreError
 
-    for arch in args.arch:
-        try:
-            check_arch(arch)
-        except ValueError as err:
-            return _fail(str(err))
-    if args.first_run < 0:
-        return _fail("--first-run must be >= 0")
-    if args.workers and args.workers > 1 and args.population and args.population > 1:
-        return _fail("--workers and --population exclude each other: choose one")
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-                 if getattr(args, f.name) is not None}
     try:  # every config is checked before the results folder or the data is touched
-        configs = {arch: SearchConfig(stages=args.stages, prune_rate=args.prune_rate,
-                                      pruner=args.pruner, seed=args.seed,
-                                      train=default_train_config(arch, **overrides))
-                   for arch in args.arch}
-        workers = args.workers and args.workers > 1
-        if workers and resolve_device(args.device).type != "cpu":
-            return _fail("--workers is for CPUs; on a GPU use --population")
-        if args.ray is None:  # on Ray the cluster's devices count, not this machine's
-            resolve_device(args.device)
+        for arch in args.arch:
+            check_arch(arch)
+        if args.first_run < 0:
+            return _fail("--first-run must be >= 0")
+        configs = {arch: configs_from_args(args, arch) for arch in args.arch}
         ResultsStore(args.results)  # fail on a bad results path before loading any data
         data = load_data(args.data)
+    except ConfigError as err:
+        flag = f"argument --{err.field.replace('_', '-')}: " if err.field else ""
+        return _fail(f"{flag}{err}")
     except (DataSpecError, StoreError, ValueError) as err:
         return _fail(str(err))
 
     failed = 0
     for arch, cfg in configs.items():
-        runs = range(args.first_run, args.first_run + args.runs)
-        model_fn = lambda arch=arch: build(arch)  # noqa: E731
         try:
-            if args.ray is not None:
-                from lth_core.engine.ray_search import run_ray_search
-
-                failed += run_ray_search(args, cfg, arch, data=data)
-                continue
-            if workers:
-                prepare_search(model_fn, data, cfg, arch, args.results)  # setup: here, once
-                try:
-                    search_in_workers(arch, args.data, cfg, runs=runs, results=args.results,
-                                      workers=args.workers)
-                except WorkerError as err:
-                    if err.usage:
-                        return _fail(str(err))
-                    print(f"error: {err}", file=sys.stderr)
-                    failed += 1
-                continue
-            report = search_runs(model_fn, data, cfg, name=arch, runs=runs,
-                                 results=args.results, device=args.device,
-                                 population=args.population, progress=not args.no_progress)
+            report = run_search(functools.partial(build, arch), data, cfg, name=arch,
+                                runs=range(args.first_run, args.first_run + args.runs),
+                                results=args.results, device=args.device,
+                                population=args.population, workers=args.workers,
+                                ray=args.ray, progress=not args.no_progress)
+        except WorkerError as err:
+            print(f"error: {arch}: {err}", file=sys.stderr)
+            failed += 1
+            continue
         except (StoreError, ValueError) as err:
             return _fail(str(err))
         failed += len(report.failed)

@@ -12,22 +12,29 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-def _opt(default: Any, help: str) -> Any:
-    """A config field with its help text (the CLI's flags are generated from these)."""
-    return field(default=default, metadata={"help": help})
+def _opt(default: Any, help: str, choices: Any = None) -> Any:
+    """A config field with its help text and, where the values are named, a function giving
+    them (the CLI's flags are generated from these)."""
+    return field(default=default, metadata={"help": help, "choices": choices})
 
 
 class ConfigError(ValueError):
-    """A config field of the wrong type or out of range; the message is one line naming it."""
+    """A config field of the wrong type or out of range; the message is one line naming it,
+    ``field`` the field's name."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 def _number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
             low_open: bool = False, high_open: bool = False) -> None:
     """Refuse a non-number (bools included), NaN, an infinity, or a value out of range."""
+    key = name.replace(" ", "_")
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{name} must be a number, got {value!r}")
+        raise ConfigError(f"{name} must be a number, got {value!r}", key)
     if not math.isfinite(value):
-        raise ConfigError(f"{name} must be finite, got {value!r}")
+        raise ConfigError(f"{name} must be finite, got {value!r}", key)
     below = low is not None and (value <= low if low_open else value < low)
     above = high is not None and (value >= high if high_open else value > high)
     if below or above:
@@ -35,20 +42,20 @@ def _number(name: str, value: Any, *, low: float | None = None, high: float | No
             span = f"{'>' if low_open else '>='} {low:g}"
         else:
             span = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-        raise ConfigError(f"{name} must be {span}, got {value!r}")
+        raise ConfigError(f"{name} must be {span}, got {value!r}", key)
 
 
 def _integer(name: str, value: Any, low: int | None) -> None:
     """Refuse a non-integer (bools and floats included) or one below ``low``."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be an integer, got {value!r}")
+        raise ConfigError(f"{name} must be an integer, got {value!r}", name)
     if low is not None and value < low:
-        raise ConfigError(f"{name} must be >= {low}, got {value!r}")
+        raise ConfigError(f"{name} must be >= {low}, got {value!r}", name)
 
 
 def _flag(name: str, value: Any) -> None:
     if not isinstance(value, bool):
-        raise ConfigError(f"{name} must be true or false, got {value!r}")
+        raise ConfigError(f"{name} must be true or false, got {value!r}", name)
 
 
 @dataclass
@@ -87,7 +94,7 @@ class TrainConfig:
         _integer("warmup_epochs", self.warmup_epochs, 0)
         if self.warmup_epochs > self.max_epochs:
             raise ConfigError(f"warmup_epochs must be <= max_epochs ({self.max_epochs}), got "
-                              f"{self.warmup_epochs}")
+                              f"{self.warmup_epochs}", "warmup_epochs")
         for name in ("nesterov", "augment", "amp", "cuda_graphs"):
             _flag(name, getattr(self, name))
 
@@ -98,7 +105,8 @@ class SearchConfig:
 
     stages: int = _opt(5, "K, the number of stages including the dense one")
     prune_rate: float = _opt(0.16, "share of the remaining weights pruned after each stage")
-    pruner: str = _opt("lamp", "lamp, magnitude or random")
+    pruner: str = _opt("lamp", "how a stage's trained weights are pruned",
+                       choices=lambda: list(_pruners()))
     seed: int = _opt(0, "seed of the whole search (runs derive theirs from it)")
     arc_pairs: int = _opt(8, "test-image pairs whose interpolation arcs are measured")
     arc_points: int = _opt(1000, "points on each arc")
@@ -115,14 +123,12 @@ class SearchConfig:
         Checked when the config is built (and by the engines again, since fields can be
         changed in place), so nothing is written for a bad setup.
         """
-        from lth_core.pruning import PRUNERS
-
         _integer("stages", self.stages, 1)
         _number("prune rate", self.prune_rate, low=0.0, high=1.0, low_open=True,
                 high_open=True)
-        if not isinstance(self.pruner, str) or self.pruner not in PRUNERS:
+        if not isinstance(self.pruner, str) or self.pruner not in _pruners():
             raise ConfigError(f"unknown pruner {self.pruner!r}; choose from: "
-                              f"{', '.join(PRUNERS)}")
+                              f"{', '.join(_pruners())}", "pruner")
         _integer("seed", self.seed, None)
         _integer("arc_pairs", self.arc_pairs, 1)
         _integer("arc_points", self.arc_points, 2)
@@ -133,11 +139,33 @@ class SearchConfig:
         self.train.validate()
 
 
+def _pruners() -> dict[str, Any]:
+    from lth_core.pruning import PRUNERS  # pruning imports torch; configs stay light
+
+    return PRUNERS
+
+
 def default_train_config(arch: str, **overrides: Any) -> TrainConfig:
     """The recipe of ``arch`` (its model file's ``TRAIN_DEFAULTS``), then ``overrides``."""
     from lth_core.models import train_defaults
 
     return TrainConfig(**{**train_defaults(arch), **overrides})
+
+
+# TrainConfig fields that change how a stage runs, not what it computes, and the device type
+# on which that holds (None: every device). They are left out of a setup's identity (the
+# setup a results folder holds, ``setup_identity``) and nowhere else: records keep them.
+ENGINE_ONLY: dict[str, str | None] = {"cuda_graphs": None, "amp": "cpu"}
+
+
+def setup_identity(config: dict[str, Any], device_type: str | None = None) -> dict[str, Any]:
+    """A config dict (``to_dict``) as a setup's identity: without the K asked for (a
+    search may add stages) and the ``ENGINE_ONLY`` fields of ``device_type``."""
+    out = {k: v for k, v in config.items() if k != "stages"}
+    if isinstance(out.get("train"), dict):
+        out["train"] = {k: v for k, v in out["train"].items()
+                        if not (k in ENGINE_ONLY and ENGINE_ONLY[k] in (None, device_type))}
+    return out
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

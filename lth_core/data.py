@@ -19,7 +19,6 @@ import lzma
 import os
 import pickle
 import tarfile
-import tempfile
 import warnings
 import zlib
 from collections.abc import Collection, Iterator, Sequence
@@ -31,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
+
+from lth_core.store import atomic_write_bytes
 
 PAD = 4  # pixels of zero padding for the random crop
 
@@ -431,20 +432,12 @@ def _cached(cache: Path, key: str, size: int, build) -> tuple[Split, Split, list
     blob = {"train_images": train.images, "train_labels": train.labels,
             "test_images": test.images, "test_labels": test.labels,
             "classes": classes, "checksum": _checksum(train, test)}
-    tmp = None
     try:
-        cache.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache, prefix=path.name, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            torch.save(blob, f)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is meant to be shared
-        os.replace(tmp, path)
-        tmp = None
+        buf = io.BytesIO()
+        torch.save(blob, buf)
+        atomic_write_bytes(path, buf.getvalue())
     except OSError as e:
         warnings.warn(f"could not write data cache {path}: {e}", stacklevel=3)
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
     return train, test, classes
 
 

@@ -41,6 +41,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lth_core.config import setup_identity
+
 RECORD_KEYS = ("arch", "run", "stage", "density", "val_acc", "test_acc", "traj_len",
                "traj_len_2d", "epochs", "best_epoch")
 
@@ -128,6 +130,29 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def pack_masks(masks: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Masks as bit-packed arrays plus a JSON index: the layout of ``mask-stage-K.npz``, and
+    what the Ray engine sends (small, and one format to read)."""
+    names = sorted(masks)
+    index = json.dumps({"names": names, "shapes": [list(masks[n].shape) for n in names]})
+    return {"index": np.array(index),
+            **{f"{i:03d}": np.packbits(masks[n].cpu().numpy().astype(bool).ravel())
+               for i, n in enumerate(names)}}
+
+
+def unpack_masks(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """Inverse of ``pack_masks``; ValueError when the bits do not fill the shapes."""
+    index = json.loads(str(arrays["index"]))
+    out = {}
+    for i, (n, shape) in enumerate(zip(index["names"], index["shapes"], strict=True)):
+        count = int(np.prod(shape))
+        bits = np.unpackbits(arrays[f"{i:03d}"], count=count)
+        if bits.size != count:
+            raise ValueError(f"{n}: {bits.size} bits for shape {shape}")
+        out[n] = torch.from_numpy(bits.astype(bool).reshape(shape))
+    return out
 
 
 def sweep_temporaries(folder: Path, stale_after: float = 3600.0) -> list[Path]:
@@ -275,7 +300,8 @@ class ResultsStore:
         except (OSError, ValueError):
             return None
 
-    def check_search(self, arch: str, meta: dict[str, Any], stages: int | None = None) -> None:
+    def check_search(self, arch: str, meta: dict[str, Any], stages: int | None = None,
+                     device_type: str | None = None) -> None:
         """Refuse to mix runs of different setups (config, data, model) in one folder.
 
         ``meta`` (``engine.search.search_meta``) holds what must match; more stages than
@@ -285,6 +311,9 @@ class ResultsStore:
         in. A folder whose search has not finished any stage (its first stage failed) takes
         the new setup: the old one's unfinished checkpoints and initial-weight checksums
         are removed, since they belong to the old setup.
+
+        Configs are compared as ``config.setup_identity`` on ``device_type`` (the device
+        the search trains on): fields that do not change its results there do not count.
 
         ``stages``, the K this search asks for, is recorded as the folder's declared K
         (``declared_stages``) in a ``search.json`` written here; ``declare_stages`` raises it
@@ -298,7 +327,7 @@ class ResultsStore:
             old.pop("stages", None)  # the declared K may grow: not part of the setup
         records = sorted(folder.glob("run-*/stage-*.json"))
         if old is not None:
-            diff = setup_difference(old, meta)
+            diff = setup_difference(old, meta, device_type)
             if diff and not records and not self._live_locks(arch):
                 warnings.warn(f"{folder} has no finished stage of its setup ({diff}); it now "
                               "holds this one, and the unfinished stages of the old one are "
@@ -308,7 +337,7 @@ class ResultsStore:
             elif diff:
                 raise self._other_setup(arch, diff, path)
         for setup, where in _record_setups(records):
-            diff = setup_difference(setup, meta)
+            diff = setup_difference(setup, meta, device_type)
             if diff:
                 raise self._other_setup(arch, diff, where)
         if old is None:
@@ -320,16 +349,19 @@ class ResultsStore:
             atomic_write_bytes(path, json.dumps({**meta, **({"stages": k} if k else {})},
                                                 indent=1, sort_keys=True).encode())
 
-    def declare_stages(self, arch: str, stages: int) -> None:
+    def declare_stages(self, arch: str, stages: int, add_missing: bool = False) -> None:
         """Raise the K ``search.json`` declares to ``stages`` (never lower it). Called after a
         search ran, so that a refused one writes nothing; a ``search.json`` written before K
-        was declared is left as it is."""
+        was declared is left as it is, unless ``add_missing`` (the caller knows the K its
+        runs are meant to reach: a campaign that advances them stage by stage)."""
         path = self.search_path(arch)
         try:
             meta = json.loads(path.read_text())
         except (OSError, ValueError):
             return
-        k = meta.get("stages") if isinstance(meta, dict) else None
+        if not isinstance(meta, dict):
+            return
+        k = meta.get("stages", 0 if add_missing else None)
         if isinstance(k, int) and not isinstance(k, bool) and stages > k:
             atomic_write_bytes(path, json.dumps({**meta, "stages": stages}, indent=1,
                                                 sort_keys=True).encode())
@@ -345,7 +377,6 @@ class ResultsStore:
         except (OSError, ValueError) as err:
             _warn_corrupt(path, err)
             return None
-        old["config"].get("train", {}).pop("cuda_graphs", None)  # engine, not setup
         return old
 
     def _other_setup(self, arch: str, diff: str, where: Path) -> StoreError:
@@ -401,15 +432,39 @@ class ResultsStore:
         with np.load(path) as z:
             return [(k.split("_", 1)[1], z[k]) for k in sorted(z.files)]
 
+    # -- kept tickets: a stage's trained weights (``run_search(keep_weights=...)``) ----------
+    def ticket_path(self, arch: str, run: int, stage: int) -> Path:
+        return self.run_dir(arch, run) / f"ticket-stage-{stage}.pt"
+
+    def write_ticket(self, arch: str, run: int, stage: int, state: dict[str, torch.Tensor]) -> None:
+        """The trained weights of a stage (a state_dict; pruned weights are exactly zero)."""
+        buf = io.BytesIO()
+        torch.save({k: v.detach().cpu() for k, v in state.items()}, buf)
+        atomic_write_bytes(self.ticket_path(arch, run, stage), buf.getvalue())
+
+    def read_ticket(self, arch: str, run: int, stage: int) -> dict[str, torch.Tensor] | None:
+        """A kept stage's trained weights, or None when not kept (or, with a warning,
+        unreadable)."""
+        path = self.ticket_path(arch, run, stage)
+        if not path.exists():
+            return None
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # an unreadable ticket is retrained, never trusted
+            _warn_corrupt(path, err)
+            return None
+
+    def keep_tickets(self, arch: str, run: int, stages: set[int]) -> None:
+        """Remove the run's kept weights of every stage not in ``stages``."""
+        for path in self.run_dir(arch, run).glob("ticket-stage-*.pt"):
+            if int(path.stem.rsplit("-", 1)[1]) not in stages:
+                path.unlink(missing_ok=True)
+
     # -- masks and initial weights: what continuing needs besides the records --------------
     def write_mask(self, arch: str, run: int, stage: int, masks: dict[str, torch.Tensor]) -> None:
         """The mask ``stage`` produced, bit-packed (LeNet-5: 8 KB)."""
-        names = sorted(masks)
-        arrays = {f"{i:03d}": np.packbits(masks[n].cpu().numpy().astype(bool).ravel())
-                  for i, n in enumerate(names)}
-        index = json.dumps({"names": names, "shapes": [list(masks[n].shape) for n in names]})
         buf = io.BytesIO()
-        np.savez_compressed(buf, index=np.array(index), **arrays)
+        np.savez_compressed(buf, **pack_masks(masks))
         atomic_write_bytes(self.mask_path(arch, run, stage), buf.getvalue())
 
     def read_mask(self, arch: str, run: int, stage: int) -> dict[str, torch.Tensor] | None:
@@ -422,16 +477,7 @@ class ResultsStore:
             return None
         try:
             with np.load(path, allow_pickle=False) as z:
-                index = json.loads(str(z["index"]))
-                out = {}
-                for i, (n, shape) in enumerate(zip(index["names"], index["shapes"],
-                                                   strict=True)):
-                    count = int(np.prod(shape))
-                    bits = np.unpackbits(z[f"{i:03d}"], count=count)
-                    if bits.size != count:
-                        raise ValueError(f"{n}: {bits.size} bits for shape {shape}")
-                    out[n] = torch.from_numpy(bits.astype(bool).reshape(shape))
-            return out
+                return unpack_masks({k: z[k] for k in z.files})
         except Exception as err:  # any unreadable mask is recomputed, never trusted
             _warn_corrupt(path, err)
             return None
@@ -563,9 +609,6 @@ def _record_setups(paths: list[Path]) -> list[tuple[dict[str, Any], Path]]:
             continue
         prov = rec.get("provenance", {})
         config = json.loads(json.dumps(prov.get("config", {})))
-        config.pop("stages", None)
-        if isinstance(config.get("train"), dict):
-            config["train"].pop("cuda_graphs", None)
         setup: dict[str, Any] = {"name": rec["arch"]}
         if config:
             setup["config"] = config
@@ -578,13 +621,17 @@ def _record_setups(paths: list[Path]) -> list[tuple[dict[str, Any], Path]]:
     return list(seen.values())
 
 
-def setup_difference(stored: dict[str, Any], wanted: dict[str, Any]) -> str | None:
-    """The first way ``wanted`` differs from a ``stored`` setup, or None if they match.
+def setup_difference(stored: dict[str, Any], wanted: dict[str, Any],
+                     device_type: str | None = None) -> str | None:
+    """The first way ``wanted`` differs from a ``stored`` setup, or None if they match; their
+    configs compared as ``setup_identity`` on ``device_type``.
 
     Fields added to the configs after a folder was started do not count against it (the
     comparison only looks at what ``stored`` has), so ``stages`` is ignored when ``stored``
     has none, as in ``search.json``.
     """
+    stored, wanted = (({**s, "config": setup_identity(s["config"], device_type)}
+                       if isinstance(s.get("config"), dict) else s) for s in (stored, wanted))
     new = _restrict(wanted, stored)
     return None if new == stored else _first_difference(stored, new)
 

@@ -4,6 +4,7 @@ anything is written, or reported and recomputed; nothing stored is lost or rewri
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -22,8 +23,8 @@ from torch import nn
 from lth_core.cli import main
 from lth_core.config import ConfigError, SearchConfig, TrainConfig, search_config_from_dict
 from lth_core.data import CIFAR10_CLASSES, DataSpecError, load_data
-from lth_core.engine.search import search_runs, ticket_search
-from lth_core.engine.workers import WorkerError, search_in_workers
+from lth_core.engine.search import run_search, ticket_search
+from lth_core.models import build
 from lth_core.store import CorruptRecordWarning, StoreError, declared_stages, load_results
 
 # ---------------------------------------------------------------- configs: every field checked
@@ -190,7 +191,7 @@ def test_another_model_under_a_stored_name_is_refused(searched, data):
     for other in (lambda: Tiny(hidden=4), lambda: nn.Sequential(nn.Flatten(),
                                                                 nn.Linear(3072, 10))):
         with pytest.raises(StoreError, match="another model under the name 'Tiny'"):
-            search_runs(other, data, quick(), name="Tiny", results=searched, progress=False)
+            run_search(other, data, quick(), name="Tiny", results=searched, progress=False)
     assert _files(searched) == before
 
 
@@ -207,11 +208,11 @@ def test_a_lost_search_json_is_checked_against_the_records_and_rebuilt(searched,
         meta.write_text({"emptied": "", "damaged": original.decode()[:40], "null": "null"}[damage])
     before = _files(root)
     with pytest.raises(StoreError, match="prune_rate: 0.16 there, 0.5 now"):
-        search_runs(Tiny, data, dataclasses.replace(quick(3), prune_rate=0.5), results=root,
+        run_search(Tiny, data, dataclasses.replace(quick(3), prune_rate=0.5), results=root,
                     progress=False)
     assert _files(root) == before
     with pytest.warns(CorruptRecordWarning, match="rebuilt from the setup its 2 records"):
-        search_runs(Tiny, data, quick(), results=root, progress=False)
+        run_search(Tiny, data, quick(), results=root, progress=False)
     assert meta.read_bytes() == original
     assert {k: v for k, v in _files(root).items() if k != "Tiny/search.json"} == {
         k: v for k, v in before.items() if k != "Tiny/search.json"}
@@ -221,19 +222,19 @@ def test_a_lost_search_json_is_checked_against_the_records_and_rebuilt(searched,
 def test_a_name_that_is_not_one_folder_is_refused_before_writing(tmp_path, data, name):
     root = tmp_path / "results"
     with pytest.raises(StoreError, match="name"):
-        search_runs(Tiny, data, quick(), name=name, results=root, progress=False)
+        run_search(Tiny, data, quick(), name=name, results=root, progress=False)
     assert list(tmp_path.iterdir()) == []  # not even the results folder
 
 
 def test_an_empty_results_path_is_refused(data, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(StoreError, match="results path is empty"):
-        search_runs(Tiny, data, quick(), results="", progress=False)
+        run_search(Tiny, data, quick(), results="", progress=False)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_a_failed_first_stage_does_not_block_the_corrected_rerun(tmp_path, data):
-    report = search_runs(Tiny, data, quick(lr=1e30), results=tmp_path, progress=False)
+    report = run_search(Tiny, data, quick(lr=1e30), results=tmp_path, progress=False)
     assert list(report.failed) == [0]  # diverged: search.json and init.json were written
     with pytest.warns(CorruptRecordWarning, match="no finished stage of its setup"):
         df = ticket_search(Tiny, data, quick(), results=tmp_path, progress=False)
@@ -241,7 +242,7 @@ def test_a_failed_first_stage_does_not_block_the_corrected_rerun(tmp_path, data)
     meta = json.loads((tmp_path / "Tiny" / "search.json").read_text())
     assert meta["config"]["train"]["lr"] == 0.05
     with pytest.raises(StoreError, match="another setup"):  # now it has records: binding
-        search_runs(Tiny, data, quick(lr=0.1), results=tmp_path, progress=False)
+        run_search(Tiny, data, quick(lr=0.1), results=tmp_path, progress=False)
 
 
 # ------------------------------------------------------ record schema: corrupt is recomputed
@@ -300,9 +301,9 @@ def test_the_report_counts_runs_with_the_declared_k_and_says_how_many_it_left_ou
 def test_a_continued_search_declares_its_larger_k(searched, data, tmp_path):
     root = tmp_path / "r"
     shutil.copytree(searched, root)
-    search_runs(Tiny, data, quick(1), results=root, progress=False)  # fewer: K stays
+    run_search(Tiny, data, quick(1), results=root, progress=False)  # fewer: K stays
     assert declared_stages(root) == {"Tiny": 2}
-    search_runs(Tiny, data, quick(3), results=root, progress=False)
+    run_search(Tiny, data, quick(3), results=root, progress=False)
     assert declared_stages(root) == {"Tiny": 3}
 
 
@@ -361,7 +362,7 @@ def test_the_cli_error_boundary(tmp_path, capsys, monkeypatch, error, expected, 
     def fail(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr("lth_core.engine.search.search_runs", fail)
+    monkeypatch.setattr("lth_core.engine.search.run_search", fail)
     assert main(CLI + ["--results", str(tmp_path)]) == code
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and expected in err
@@ -388,8 +389,7 @@ def test_workers_against_another_setup_exit_2_with_the_setup_message(tmp_path, c
     assert _files(root) == before
     cfg = SearchConfig(stages=1, prune_rate=0.3, train=TrainConfig(lr=0.05, max_epochs=1,
                                                                     batch_size=100))
-    with pytest.raises(WorkerError) as info:  # a worker's own refusal is usage too
-        search_in_workers("lenet5", "synthetic:300:100", cfg, runs=[1, 2], results=root,
-                          workers=2)
-    assert info.value.usage and "another setup" in str(info.value)
+    with pytest.raises(StoreError, match="another setup"):  # refused before any worker starts
+        run_search(functools.partial(build, "lenet5"), load_data("synthetic:300:100"), cfg,
+                   runs=[1, 2], results=root, workers=2)
     assert _files(root) == before

@@ -17,7 +17,7 @@ from lth_core.engine.population import (
     population_batches,
     train_population_stage,
 )
-from lth_core.engine.search import init_model, rewind
+from lth_core.engine.stage import init_model, rewound
 from lth_core.engine.train import train_stage
 from lth_core.models import ARCHITECTURES, build
 from lth_core.pruning import lamp_masks
@@ -71,7 +71,7 @@ def _members(arch: str):
         theta = {k: v.clone() for k, v in model.state_dict().items()}
         masks = lamp_masks(model, prune) if prune else None
         if masks:
-            rewind(model, theta, masks)
+            model.load_state_dict(rewound(theta, masks))
         out.append(Member(state={k: v.clone() for k, v in model.state_dict().items()},
                           masks=masks, seed=seed))
     return fn, out

@@ -3,6 +3,7 @@ through a worker killed mid-stage and a driver killed after its first record."""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -18,8 +19,7 @@ from conftest import TINY_DATA
 ray = pytest.importorskip("ray")
 
 from lth_core.config import SearchConfig, default_train_config  # noqa: E402
-from lth_core.engine.ray_search import search_on_ray  # noqa: E402
-from lth_core.engine.search import ticket_search  # noqa: E402
+from lth_core.engine.search import run_search, ticket_search  # noqa: E402
 from lth_core.models import build  # noqa: E402
 from lth_core.store import load_results  # noqa: E402
 
@@ -28,6 +28,7 @@ CFG = SearchConfig(stages=2, train=default_train_config("lenet5", max_epochs=3, 
                                                         batch_size=64))
 EXACT = ["arch", "run", "stage", "density", "n_weights", "epochs", "best_epoch"]
 TASK_TITLE = b"ray::_stage_task"
+LENET5 = functools.partial(build, "lenet5")
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,8 @@ def _same_records(got, want, data) -> None:
 
 
 def test_ray_records_equal_a_one_thread_search(cluster, tmp_path, tiny_data, reference):
-    report = search_on_ray("lenet5", tiny_data, CFG, runs=2, results=tmp_path, device="cpu")
+    report = run_search(LENET5, tiny_data, CFG, name="lenet5", runs=2, results=tmp_path,
+                        device="cpu", ray="local", progress=False)
     assert report.finished == [0, 1] and not report.failed
     got = load_results(tmp_path)
     _same_records(got, reference, tiny_data)
@@ -129,7 +131,8 @@ def test_a_killed_worker_loses_only_its_stage(cluster, tmp_path, tiny_data, refe
 
     killer = threading.Thread(target=kill_one)
     killer.start()
-    report = search_on_ray("lenet5", tiny_data, CFG, runs=2, results=tmp_path, device="cpu")
+    report = run_search(LENET5, tiny_data, CFG, name="lenet5", runs=2, results=tmp_path,
+                        device="cpu", ray="local", progress=False)
     killer.join()
     assert killed, "no worker was running a stage task"
     assert report.finished == [0, 1] and not report.failed

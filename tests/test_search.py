@@ -13,7 +13,7 @@ from conftest import TINY_DATA, tiny_config
 from torch import nn
 
 from lth_core.data import load_data
-from lth_core.engine.search import search_runs, ticket_search
+from lth_core.engine.search import run_search, ticket_search
 from lth_core.models import build
 from lth_core.store import CorruptRecordWarning, ResultsStore, StoreError, load_results
 
@@ -90,7 +90,7 @@ def test_locked_run_is_left_to_its_owner(tmp_path):
     store = ResultsStore(tmp_path)
     with store.lock("lenet5", 0) as held:
         assert held
-        report = search_runs(lambda: build("lenet5"), load_data(TINY_DATA), tiny_config(),
+        report = run_search(lambda: build("lenet5"), load_data(TINY_DATA), tiny_config(),
                              name="lenet5", runs=2, results=tmp_path, progress=False)
         assert report.skipped_locked == [0] and report.finished == [1]
     assert sorted(load_results(tmp_path)["run"].unique()) == [1]
@@ -103,7 +103,7 @@ def test_diverging_run_is_reported_and_others_go_on(tmp_path):
     from lth_core.config import TrainConfig
 
     cfg = tiny_config(train=TrainConfig(lr=1e12, max_epochs=2, patience=2, batch_size=64))
-    failed = search_runs(lambda: build("lenet5"), load_data(TINY_DATA), cfg, name="lenet5",
+    failed = run_search(lambda: build("lenet5"), load_data(TINY_DATA), cfg, name="lenet5",
                          runs=2, results=tmp_path, progress=False).failed
     assert sorted(failed) == [0, 1]
     assert "lenet5 run 0 stage 0" in failed[0] and "diverged" in failed[0]
@@ -215,8 +215,8 @@ def _snapshot(root: Path) -> dict[str, bytes]:
 def _no_training(monkeypatch) -> None:
     def refuse(*a, **k):
         raise AssertionError("a stage was trained")
-    monkeypatch.setattr("lth_core.engine.search.train_stage", refuse)
-    monkeypatch.setattr("lth_core.engine.search.train_population_stage", refuse)
+    monkeypatch.setattr("lth_core.engine.stage.train_stage", refuse)
+    monkeypatch.setattr("lth_core.engine.stage.train_population_stage", refuse)
 
 
 def _drop_checkpoints(root: Path) -> None:
@@ -235,7 +235,7 @@ def test_complete_records_without_checkpoints_do_nothing(tmp_path, monkeypatch, 
     before = _snapshot(tmp_path)
     _no_training(monkeypatch)
     data = load_data(TINY_DATA)
-    report = search_runs(lambda: build("lenet5"), data, tiny_config(), name="lenet5", runs=2,
+    report = run_search(lambda: build("lenet5"), data, tiny_config(), name="lenet5", runs=2,
                          results=tmp_path, population=population, progress=False)
     assert report.finished == [0, 1]
     assert _snapshot(tmp_path) == before
@@ -248,7 +248,7 @@ def test_longer_search_continues_from_records_alone(tmp_path, monkeypatch):
     _search(tmp_path / "a", stages=3)
     _drop_checkpoints(tmp_path / "a")
     before = _snapshot(tmp_path / "a")
-    import lth_core.engine.search as search
+    import lth_core.engine.stage as search
 
     trained = []
     real = search.train_stage

@@ -5,7 +5,7 @@ from torch import nn
 
 from lth_core.config import TrainConfig
 from lth_core.data import normalize
-from lth_core.engine.search import init_model, rewind
+from lth_core.engine.stage import init_model, rewound
 from lth_core.engine.train import evaluate, train_stage
 from lth_core.models import build
 from lth_core.pruning import lamp_masks, prunable_weights
@@ -18,7 +18,7 @@ def test_masks_hold_through_sgd_momentum_and_weight_decay(tiny_data, tmp_path):
     torch.manual_seed(0)
     model = build("lenet5")
     masks = lamp_masks(model, 0.6)
-    rewind(model, {k: v.clone() for k, v in model.state_dict().items()}, masks)
+    model.load_state_dict(rewound({k: v.clone() for k, v in model.state_dict().items()}, masks))
     cfg = TrainConfig(lr=0.1, momentum=0.9, weight_decay=5e-2, max_epochs=2, patience=2,
                       batch_size=64)
     seen = []
@@ -56,7 +56,7 @@ def test_rewind_restores_initial_weights_exactly():
             p.add_(1.0)
         for b in model.buffers():
             b.add_(1)
-    rewind(model, theta, masks)
+    model.load_state_dict(rewound(theta, masks))
     sd = model.state_dict()
     for k, v in theta.items():
         if k in masks:
@@ -120,15 +120,15 @@ def _near_tie_model(data) -> nn.Module:
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
 def test_evaluate_runs_in_fp32(device, tiny_data):
-    """bf16 evaluation would flip near-tie calls: evaluate is fp32 with amp=True and inside
+    """bf16 evaluation would flip near-tie calls: evaluate is fp32, also inside
     a caller's bf16 autocast (same process and kernels: equal bit for bit, on purpose)."""
     dev = torch.device(device)
     model = _near_tie_model(tiny_data).to(dev)
     split = tiny_data.test
-    fp32 = evaluate(model, split, tiny_data, dev, amp=False)
+    fp32 = evaluate(model, split, tiny_data, dev)
     x = normalize(split.images, tiny_data.mean, tiny_data.std).to(dev)
     with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16):
         bf16 = 100.0 * float((model(x).argmax(1).cpu() == split.labels).double().mean())
-        inside = evaluate(model, split, tiny_data, dev, amp=True)
+        inside = evaluate(model, split, tiny_data, dev)
     assert fp32 == 100.0 and bf16 < 50.0  # what bf16 would report instead
-    assert inside == fp32 == evaluate(model, split, tiny_data, dev, amp=True)
+    assert inside == fp32

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+import multiprocessing
+import os
+
 import pytest
 import torch
-from conftest import TINY_DATA, tiny_config
+from conftest import tiny_config
 
 from lth_core import build, load_results, ticket_search
-from lth_core.engine.workers import WorkerError, search_in_workers
+from lth_core.engine.search import run_search
+from lth_core.engine.workers import WorkerError
 
 CFG = tiny_config(stages=2)
 # Counts and decisions: density counts mask entries, epochs = max_epochs = patience here, and
@@ -17,8 +22,9 @@ EXACT = ["run", "stage", "density", "epochs", "best_epoch"]
 
 
 def test_workers_store_the_records_of_a_one_thread_search(tmp_path, tiny_data):
-    search_in_workers("lenet5", TINY_DATA, CFG, runs=range(3), results=tmp_path / "w",
-                      workers=2)
+    report = run_search(functools.partial(build, "lenet5"), tiny_data, CFG, name="lenet5",
+                        runs=3, results=tmp_path / "w", workers=2, progress=False)
+    assert report.finished == [0, 1, 2] and not report.failed
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -39,13 +45,30 @@ def test_workers_store_the_records_of_a_one_thread_search(tmp_path, tiny_data):
     for col in ("traj_len", "traj_len_2d"):
         assert ((w[col] - one[col]).abs() <= 1e-3 * one[col].abs()).all(), col
     assert set(w["device"]) == {d for d in one["device"]}  # "<cpu> (1 threads)"
+    # the driver writes every file; the workers only checkpoint: nothing half-written stays
+    assert not list((tmp_path / "w").rglob("*.tmp")) and not list((tmp_path / "w").rglob(".lock"))
 
 
-def test_a_failing_worker_is_one_clear_error_and_keeps_nothing_half_done(tmp_path):
-    with pytest.raises(WorkerError, match="unknown data spec or missing path") as err:
-        search_in_workers("lenet5", str(tmp_path / "missing.tar.gz"), CFG, runs=[0, 1],
-                          results=tmp_path / "r", workers=2)
+def lenet5_dying_in_a_worker():
+    """LeNet-5 here; in a worker process, the process dies (as under the OOM killer)."""
+    if multiprocessing.parent_process() is not None:
+        os._exit(9)
+    return build("lenet5")
+
+
+def test_a_dying_worker_is_one_clear_error_and_keeps_nothing_half_done(tmp_path, tiny_data):
+    with pytest.raises(WorkerError, match="a worker process died") as err:
+        run_search(lenet5_dying_in_a_worker, tiny_data, CFG, name="lenet5", runs=[0, 1],
+                   results=tmp_path / "r", workers=2, progress=False)
     assert "\n" not in str(err.value) and "Traceback" not in str(err.value)
-    assert not list(tmp_path.rglob("stage-*.json"))
-    with pytest.raises(ValueError):
-        search_in_workers("lenet5", TINY_DATA, CFG, runs=[0], results=tmp_path, workers=0)
+    assert not list(tmp_path.rglob("stage-*.json")) and not list(tmp_path.rglob(".lock"))
+
+
+def test_workers_refuse_what_they_cannot_run_before_writing(tmp_path, tiny_data):
+    with pytest.raises(ValueError, match="must pickle"):
+        run_search(lambda: build("lenet5"), tiny_data, CFG, runs=[0], results=tmp_path,
+                   workers=2, progress=False)
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        run_search(functools.partial(build, "lenet5"), tiny_data, CFG, runs=[0],
+                   results=tmp_path, workers=0, progress=False)
+    assert not list(tmp_path.rglob("*.json"))

@@ -193,32 +193,33 @@ def results_to_show(
 def _compute(prof: Profile, archs: list[str], spec: str, root: Path, runs: int, stages: int,
              prune_rate: float, pruner: str, device: str, workers: int | None,
              progress: bool) -> None:
+    """The book's searches: on a CPU one run per core in one-thread workers (or one
+    one-thread process), so the records do not depend on the core count; on a GPU
+    populations as large as it holds."""
+    import functools
+
     import torch
 
     from lth_core.data import load_data
-    from lth_core.engine.search import ticket_search
+    from lth_core.engine.search import run_search
     from lth_core.engine.train import resolve_device
-    from lth_core.engine.workers import default_workers, search_in_workers
+    from lth_core.engine.workers import default_workers
 
     dev = resolve_device(device)
-    dataset = None
-    for arch in archs:
-        cfg = search_config(prof, arch, pruner, prune_rate, stages)
-        n = 1 if dev.type != "cpu" else (workers or default_workers(runs))
-        if n > 1:
-            search_in_workers(arch, spec, cfg, runs=range(runs), results=root, workers=n)
-            continue
-        if dataset is None:
-            dataset = load_data(spec)
-        threads = torch.get_num_threads()
-        if dev.type == "cpu":
+    cpu = dev.type == "cpu"
+    dataset = load_data(spec)
+    threads = torch.get_num_threads()
+    try:
+        if cpu:
             torch.set_num_threads(1)  # as in the workers: same records on any core count
-        try:
-            ticket_search(lambda a=arch: build(a), dataset, cfg, name=arch, runs=runs,
-                          results=root, device=dev,
-                          population=None if dev.type == "cuda" else 1, progress=progress)
-        finally:
-            torch.set_num_threads(threads)
+        for arch in archs:
+            run_search(functools.partial(build, arch), dataset,
+                       search_config(prof, arch, pruner, prune_rate, stages), name=arch,
+                       runs=runs, results=root, device=dev, population=1 if cpu else None,
+                       workers=(workers or default_workers(runs)) if cpu else None,
+                       progress=progress)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def provenance_table(df: pd.DataFrame) -> pd.DataFrame:

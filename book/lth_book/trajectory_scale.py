@@ -33,6 +33,8 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from lth_core.store import atomic_write_bytes
+
 from .profiles import REPO_ROOT, SHARED_DATA
 
 RESULT = REPO_ROOT / "results" / "trajectory-scale" / "lengths.json"
@@ -104,7 +106,7 @@ def _train(model: nn.Module, arch: str, data, epochs: int | None, masks, seed: i
     t0 = time.perf_counter()
     outcome = train_stage(model, masks, data, cfg, seed=seed, device=device, on_epoch=on_epoch)
     model.load_state_dict(outcome.state)
-    test_acc = evaluate(model, data.test, data, device, cfg.eval_batch_size, False)
+    test_acc = evaluate(model, data.test, data, device, cfg.eval_batch_size)
     final = measure(model, arcs, n_points)
     return {"recipe": {"lr": cfg.lr, "max_epochs": cfg.max_epochs},
                    "epochs": outcome.epochs, "best_epoch": outcome.best_epoch,
@@ -125,8 +127,8 @@ def compute(out: str | os.PathLike = RESULT, data_spec: str | None = None,
     from lth_core.analysis.trajectory import arc_pairs
     from lth_core.config import SearchConfig, default_train_config
     from lth_core.data import load_data, normalize
-    from lth_core.engine.search import init_model, run_seed
     from lth_core.engine.seeding import derive_seed
+    from lth_core.engine.stage import init_model, run_seed
     from lth_core.engine.train import resolve_device
     from lth_core.models import build
     from lth_core.provenance import provenance
@@ -173,9 +175,7 @@ def compute(out: str | os.PathLike = RESULT, data_spec: str | None = None,
         record["models"][arch] = entry
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    tmp.replace(path)
+    atomic_write_bytes(path, (json.dumps(record, indent=1) + "\n").encode())
     return record
 
 

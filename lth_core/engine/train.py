@@ -121,13 +121,11 @@ def evaluate(
     data: Dataset,
     device: torch.device,
     batch_size: int = 1000,
-    amp: bool = True,
 ) -> float:
     """Top-1 accuracy in percent, in eval mode (the model's mode is restored), always in fp32.
 
     fp32 even inside a caller's autocast region: bf16 logits flip the argmax of near ties, and
-    this accuracy decides close "sparse >= dense" calls. ``amp`` is accepted so that callers
-    written for bf16 evaluation keep working; it is ignored.
+    this accuracy decides close "sparse >= dense" calls.
     """
     was_training = model.training
     model.eval()
@@ -224,7 +222,7 @@ def train_stage(
         train_loss = float(total_loss) / max(n_seen, 1)
         if not math.isfinite(train_loss):
             raise TrainingDiverged(f"training diverged (loss {train_loss}) in epoch {epoch + 1}")
-        val_acc = evaluate(model, data.val, data, device, cfg.eval_batch_size, cfg.amp)
+        val_acc = evaluate(model, data.val, data, device, cfg.eval_batch_size)
         stop.update(train_loss, val_acc, time.perf_counter() - t0, lambda: _cpu_state(model))
         if progress is not None:
             progress({"epoch": epoch + 1, "train_loss": train_loss, "val_acc": val_acc})
