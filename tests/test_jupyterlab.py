@@ -10,6 +10,7 @@ Playwright. Moving the ipywidgets stage slider of ``ch.slider(...)`` with the ke
 change its readout and the figure in its Output. The browser may contact only 127.0.0.1.
 The server and its kernels are stopped whatever happens. Skipped when /usr/bin/chromium or
 Playwright is absent; the checks that the static book build gets no live widget need neither.
+``make lab`` itself is started too (no browser): its server must list the project's kernel.
 """
 
 from __future__ import annotations
