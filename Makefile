@@ -13,7 +13,7 @@ RESULTS ?=
 DEVICE ?= auto
 OUT ?= _build
 
-.PHONY: venv test lint book width readme
+.PHONY: venv test lint book width readme lab
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,3 +50,18 @@ width: venv
 # stored records in results/ (computes nothing; lth_book.readme). Run it after new records.
 readme: venv
 	$(PY) -m lth_book.readme README.md $(if $(RESULTS),--results $(RESULTS))
+
+# JupyterLab on the chapters (book/), from the project's venv, on 127.0.0.1 only, no browser
+# opened (open the URL with the token it prints). The venv's ipykernel is registered in the
+# venv itself (--sys-prefix: nothing outside .venv changes) as LAB_KERNEL, so other Jupyter
+# front ends find the project's environment by name. LAB_PORT: the first port tried (the
+# next free one if taken); LAB_ARGS: more server options. As root (containers) the server
+# needs --allow-root, added here.
+LAB_PORT ?= 8888
+LAB_KERNEL ?= lottery-book
+LAB_ARGS ?=
+lab: venv
+	$(PY) -m ipykernel install --sys-prefix --name $(LAB_KERNEL) --display-name "$(LAB_KERNEL)"
+	$(PY) -m jupyterlab --no-browser --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) \
+		--ServerApp.root_dir="$(CURDIR)/book" $(if $(filter 0,$(shell id -u)),--allow-root) \
+		$(LAB_ARGS)

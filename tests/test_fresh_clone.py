@@ -6,7 +6,9 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -41,3 +43,45 @@ def test_fresh_clone_computes_nothing_and_stays_clean(tmp_path):
     status = subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True,
                             text=True, check=True).stdout
     assert status == "", status
+
+
+def _cell_with(nb, text: str) -> str:
+    return next(c.source for c in nb.cells if c.cell_type == "code" and text in c.source)
+
+
+def test_own_model_chapter_reads_its_committed_search_without_data(monkeypatch):
+    """The own-model chapter under the quick profile, from the committed records alone: it
+    neither loads data nor searches (so the published book builds where the data are not
+    the ones its records came from); ``stored_search`` refuses another setup and leaves a
+    missing run to the search."""
+    import nbformat
+
+    import lth_core
+    import lth_core.data
+    from lth_book.profiles import get_profile, stored_search
+    from lth_core.store import StoreError
+
+    results = ROOT / "results"
+    if not (results / "own_model" / "smallnet").is_dir():
+        pytest.skip("no committed own-model records")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the chapter loaded data or searched")
+
+    monkeypatch.setattr(lth_core, "ticket_search", refuse)
+    monkeypatch.setattr(lth_core.data, "load_data", refuse)
+    nb = nbformat.read(ROOT / "book" / "own_model.ipynb", as_version=4)
+    pg = SimpleNamespace(profile=get_profile("quick"), results_dir=results,
+                         data_spec="/nonexistent/cifar10.tar.gz")
+    ns = dict(pg=pg, stages=None, prune_rate=0.16, device="cpu")
+    exec(_cell_with(nb, "class SmallNet"), ns)
+    exec(_cell_with(nb, "ticket_search("), ns)
+    records = ns["records"]
+    assert sorted(records["stage"]) == [0, 1, 2] and set(records["run"]) == {0}
+
+    cfg = ns["cfg"]
+    assert stored_search(results / "own_model", "smallnet", cfg, runs=2) is None
+    assert stored_search(results / "own_model", "no-such-search", cfg, runs=1) is None
+    other = replace(cfg, train=replace(cfg.train, lr=0.01))
+    with pytest.raises(StoreError, match="another setup"):
+        stored_search(results / "own_model", "smallnet", other, runs=1)

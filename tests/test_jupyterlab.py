@@ -10,6 +10,7 @@ Playwright. Moving the ipywidgets stage slider of ``ch.slider(...)`` with the ke
 change its readout and the figure in its Output. The browser may contact only 127.0.0.1.
 The server and its kernels are stopped whatever happens. Skipped when /usr/bin/chromium or
 Playwright is absent; the checks that the static book build gets no live widget need neither.
+``make lab`` itself is started too (no browser): its server must list the project's kernel.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -118,6 +120,12 @@ class Lab:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status
 
+    def get_json(self, path: str):
+        req = urllib.request.Request(f"{self.url}{path}",
+                                     headers={"Authorization": f"token {self.token}"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
+
 
 def _settings(settings: Path) -> None:
     """JupyterLab settings of the test: every cell in the DOM (no windowing), no news."""
@@ -161,23 +169,65 @@ def _stop(lab: Lab, runtime: Path) -> None:
             pass
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory, smoke_results) -> Iterator[Lab]:
-    """``jupyter lab`` serving a temporary folder that holds the smoke copy of ``CHAPTER``."""
+def _isolated_env(base: Path) -> dict[str, str]:
+    """The environment of a test's server: Jupyter's config, data and runtime folders,
+    JupyterLab's settings and IPython's profile in ``base`` (so only the environment's own
+    kernel specs and lab extensions are found); not the static-book variable."""
     from lth_book.setup import STATIC_BOOK_ENV
 
-    base = tmp_path_factory.mktemp("jupyterlab")
-    root, runtime = base / "root", base / "runtime"
-    root.mkdir()
-    chapter_copy(root, smoke_results)
-    _settings(base / "lab-settings")
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("JUPYTER", "JPY_")) and k != STATIC_BOOK_ENV}
+           if not k.startswith(("JUPYTER", "JPY_", "MAKEFLAGS", "MFLAGS"))
+           and k != STATIC_BOOK_ENV}
     env.update(JUPYTER_CONFIG_DIR=str(base / "config"), JUPYTER_DATA_DIR=str(base / "data"),
-               JUPYTER_RUNTIME_DIR=str(runtime), IPYTHONDIR=str(base / "ipython"),
+               JUPYTER_RUNTIME_DIR=str(base / "runtime"), IPYTHONDIR=str(base / "ipython"),
                JUPYTERLAB_SETTINGS_DIR=str(base / "lab-settings"),
                JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"),
                MPLCONFIGDIR=str(base / "matplotlib"), PYTHONUNBUFFERED="1")
+    return env
+
+
+def _wait_until(server: Lab, ready, timeout_s: float, what: str) -> None:
+    """Poll ``ready(server)`` until it is true; fail with the server's log if the process
+    exits or ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if server.proc.poll() is not None:
+            pytest.fail(f"jupyter lab exited {server.proc.returncode}:\n{server.log_tail()}")
+        try:
+            if ready(server):
+                return
+        except (OSError, ValueError, urllib.error.URLError):
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"jupyter lab did not {what} in {timeout_s} s:\n{server.log_tail()}")
+        time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def _running(cmd: list[str], cwd: Path, env: dict[str, str], base: Path, port: int,
+             token: str, root: Path) -> Iterator[Lab]:
+    """``cmd`` (a ``jupyter lab`` or what starts one) in a session of its own, its output in
+    ``base/jupyterlab.log``; stopped, with its kernels, whatever happens."""
+    log = base / "jupyterlab.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    server = Lab(f"http://127.0.0.1:{port}", token, root, log, proc)
+    try:
+        yield server
+    finally:
+        _stop(server, Path(env["JUPYTER_RUNTIME_DIR"]))
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, smoke_results) -> Iterator[Lab]:
+    """``jupyter lab`` serving a temporary folder that holds the smoke copy of ``CHAPTER``."""
+    base = tmp_path_factory.mktemp("jupyterlab")
+    root = base / "root"
+    root.mkdir()
+    chapter_copy(root, smoke_results)
+    _settings(base / "lab-settings")
+    env = _isolated_env(base)
     port, token = _free_port(), secrets.token_hex(24)
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
            f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
@@ -187,28 +237,9 @@ def lab(tmp_path_factory, smoke_results) -> Iterator[Lab]:
            "--LabApp.extension_manager=readonly"]
     if os.geteuid() == 0:  # containers: the server refuses root without it
         cmd.append("--allow-root")
-    log = base / "jupyterlab.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-    server = Lab(f"http://127.0.0.1:{port}", token, root, log, proc)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"jupyter lab exited {proc.returncode}:\n{server.log_tail()}")
-            try:
-                if server.api("/api/status") == 200:
-                    break
-            except (OSError, urllib.error.URLError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"jupyter lab did not answer in {START_TIMEOUT_S} s:\n"
-                            f"{server.log_tail()}")
-            time.sleep(0.5)
+    with _running(cmd, root, env, base, port, token, root) as server:
+        _wait_until(server, lambda s: s.api("/api/status") == 200, START_TIMEOUT_S, "answer")
         yield server
-    finally:
-        _stop(server, runtime)
 
 
 # The errors in the open notebook's outputs once its kernel is idle and every code cell ran
@@ -378,3 +409,51 @@ def test_chapter_slider_is_live_in_a_kernel_and_static_in_the_book_build(monkeyp
     monkeypatch.setenv(STATIC_BOOK_ENV, "1")
     assert kinds(kernel) == ["static"]
     assert book_build.kernel_env()[STATIC_BOOK_ENV] == "1"
+
+
+# -- make lab (no browser) -----------------------------------------------------------------
+
+KERNEL_NAME = "lottery-book"  # the Makefile's LAB_KERNEL
+MAKE_LAB_TIMEOUT_S = 300  # registering the kernel and the server answering, under load
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_lab_serves_the_chapters_with_the_project_kernel(tmp_path):
+    """``make lab`` as a researcher types it (on a free port; the token from
+    ``JUPYTER_TOKEN``): JupyterLab of this environment answers on 127.0.0.1, serves
+    ``book/`` and lists the environment's kernel under the project's name; stopped, nothing
+    of it is left running. ``-o`` keeps make from reinstalling the environment the suite runs
+    in; a kernel spec the test registered is removed again."""
+    venv = Path(sys.prefix)
+    if not (venv / "pyvenv.cfg").is_file() or not (venv / "bin" / "python").exists():
+        pytest.skip("not run from a virtual environment")
+    spec_dir = venv / "share" / "jupyter" / "kernels" / KERNEL_NAME
+    had_spec = spec_dir.exists()
+    env = _isolated_env(tmp_path)
+    port, token = _free_port(), secrets.token_hex(24)
+    env["JUPYTER_TOKEN"] = token
+    cmd = ["make", "--no-print-directory", "-C", str(ROOT), "-o", f"{venv}/.installed",
+           "lab", f"VENV={venv}", f"LAB_PORT={port}", "LAB_ARGS=--ServerApp.port_retries=0"]
+
+    def kernel_listed(server: Lab) -> bool:
+        return KERNEL_NAME in server.get_json("/api/kernelspecs")["kernelspecs"]
+
+    try:
+        with _running(cmd, ROOT, env, tmp_path, port, token, ROOT / "book") as server:
+            _wait_until(server, kernel_listed, MAKE_LAB_TIMEOUT_S,
+                        f"list the {KERNEL_NAME} kernel")
+            spec = server.get_json("/api/kernelspecs")["kernelspecs"][KERNEL_NAME]["spec"]
+            assert spec["display_name"] == KERNEL_NAME
+            assert Path(spec["argv"][0]).parent == venv / "bin", spec["argv"]
+            names = {c["name"] for c in server.get_json("/api/contents/")["content"]}
+            assert CHAPTER in names and "lth_book" in names, sorted(names)
+            assert f"http://127.0.0.1:{port}/" in server.log_tail(20_000)
+            group = server.proc.pid
+        with pytest.raises(ProcessLookupError):  # the server's process group is gone
+            for _ in range(50):
+                os.killpg(group, 0)
+                time.sleep(0.2)
+        assert not _pids_mentioning(str(tmp_path / "runtime"))
+    finally:
+        if not had_spec:
+            shutil.rmtree(spec_dir, ignore_errors=True)

@@ -163,6 +163,23 @@ def ensure_results(
     return df[keep].reset_index(drop=True)
 
 
+def stored_search(root: str | os.PathLike, name: str, cfg: SearchConfig,
+                  runs: int) -> pd.DataFrame | None:
+    """The records of the search ``name`` under ``root`` (as ``ticket_search`` returns them)
+    when its first ``runs`` runs hold every one of ``cfg.stages`` stages, read without
+    loading any data, so a book built from stored results needs no data set; None when
+    something is missing (``ticket_search`` then computes it, from the data). A folder of
+    another setup is refused (``StoreError``), as the search would refuse it."""
+    root = Path(root)
+    if not (root / name).is_dir():
+        return None
+    _check_setup(root, name, cfg)
+    if not _complete(root, name, runs, cfg.stages):
+        return None
+    df = load_results(root)
+    return df[df["arch"] == name].reset_index(drop=True)
+
+
 def results_to_show(
     profile: str | Profile,
     own: pd.DataFrame,
