@@ -19,17 +19,11 @@ from lth_book.claims import (
     size_trend,
     trend_statement,
 )
+from lth_book.findings import rank_trend
 from lth_book.stats import MIN_FOR_INTERVAL
-from lth_book.tables import interval_table, rank_trend
-from lth_book.width import (
-    WIDTHS,
-    noise_statement,
-    summary_frame,
-    width_null,
-    width_statements,
-    width_summary,
-    width_trend,
-)
+from lth_book.tables import interval_table
+from lth_book.width import WIDTHS, width_null, width_summary, width_trend
+from lth_book.width_report import noise_statement, summary_frame, width_statements
 
 
 def _gains(k: int, n: int) -> np.ndarray:
@@ -123,7 +117,7 @@ def test_trends_report_the_other_tail():
 
 
 def test_findings_text_names_a_rise():
-    from lth_book.tables import _trend_text
+    from lth_book.findings import _trend_text
 
     r = rank_trend({"lenet5": 1.0, "resnet32": 2.0, "mobilenet_v1": 3.0, "resnet18": 4.0})
     assert "a rise with size instead" in _trend_text(r)

@@ -33,6 +33,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from .paper import paper_table2
 from .profiles import REPO_ROOT, SHARED_DATA
 
 RESULT = REPO_ROOT / "results" / "trajectory-scale" / "lengths.json"
@@ -189,15 +190,11 @@ def load(path: str | os.PathLike = RESULT) -> dict[str, Any] | None:
 
 
 def _paper_dense() -> dict[str, float]:
-    from .paper import paper_table2
-
     t = paper_table2()
     return {a: float(t.loc[a, "dense_traj_mean"]) for a in ("lenet5", "resnet32")}
 
 
 def _paper_tl_gain_lenet5() -> tuple[float, float]:
-    from .paper import paper_table2
-
     row = paper_table2().loc["lenet5"]
     return float(row["best_sparse_tl_gain_mean"]), float(row["best_sparse_tl_gain_std"])
 
