@@ -33,9 +33,10 @@ from .formats import (
     with_css,
 )
 from .noise import noise_finding
-from .paper import PAPER_PARAMS, paper_table2
-from .stats import ALPHA, mean_ci, permutation, spearman
+from .paper import PAPER_PARAMS, PAPER_PROTOCOL, paper_table2
+from .stats import ALPHA, LEVEL, mean_ci, permutation, spearman
 from .tables import gain_ci
+from .width import MIN_RUNS, MIN_WIDTHS
 from .width_report import width_finding
 
 MIN_TREND_ARCHS = 3  # fewer architectures: a trend is not computed at this budget
@@ -81,21 +82,25 @@ RULES = {
           f"smallest architecture's A_gain is beyond the null model (p < {ALPHA})."),
     "lts": (f"Reproduced when `claims.size_trend` finds LTS falling with size: one-sided "
             f"permutation p < {ALPHA} over at least {MIN_TREND_ARCHS} architectures."),
-    "b": ("Reproduced when the TL_gain after the first pruning stage (84 % of weights kept) "
-          "is positive, its 95 % Student-t interval over runs above 0, in more than half of "
+    "b": ("Reproduced when the TL_gain after the first pruning stage "
+          f"({100 * (1 - PAPER_PROTOCOL.prune_rate):.0f} % of weights kept) is positive, its "
+          f"{100 * LEVEL:.0f} % Student-t interval over runs above 0, in more than half of the "
+          "architectures computed."),
+    "c": ("Reproduced when the Sparsest Matching TL_gain is negative, its "
+          f"{100 * LEVEL:.0f} % interval over successful runs below 0, in more than half of "
           "the architectures computed."),
-    "c": ("Reproduced when the Sparsest Matching TL_gain is negative, its 95 % interval over "
-          "successful runs below 0, in more than half of the architectures computed."),
-    "fig5": ("Reproduced when the Best Sparse TL_gain's 95 % interval lies above 0 in every "
-             "architecture computed and the Sparsest Matching TL_gain is below it in each."),
+    "fig5": (f"Reproduced when the Best Sparse TL_gain's {100 * LEVEL:.0f} % interval lies "
+             "above 0 in every architecture computed and the Sparsest Matching TL_gain is below "
+             "it in each."),
     "noise": ("Reproduced when the paper's own per-run Best Sparse gains, in units of each "
               "architecture's dense std (Table 2), fall with size: Spearman ρ < 0 with exact "
               f"two-sided permutation p < {ALPHA} over the paper's seven architectures. Each "
               "architecture's own verdict (beyond noise, what noise predicts, below noise) "
               "follows the rule of the 'Gain or noise?' chapter."),
     "width": ("Reproduced when the per-run LTS falls with log parameter count across LeNet-5 "
-              f"widths (two-sided permutation p < {ALPHA}, at least 3 widths with 3 or more "
-              "complete runs each); not reproduced when it does not; not computed otherwise."),
+              f"widths (two-sided permutation p < {ALPHA}, at least {MIN_WIDTHS} widths with "
+              f"{MIN_RUNS} or more complete runs each); not reproduced when it does not; not "
+              "computed otherwise."),
 }
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,9 +18,8 @@ from matplotlib.figure import Figure
 from lth_core.models import WIDTH_FAMILY, WIDTH_PARAM_COUNTS
 
 from .claims import sr_statement, too_few
-from .formats import ci, frac, name, num, pct, styled
+from .formats import ci, frac, num, pct, styled
 from .formats import pm as _pm
-from .paper import PAPER_PARAMS
 from .stats import ALPHA, LEVEL, spearman
 from .width import (
     CPU_RUNS,
@@ -293,43 +291,6 @@ def noise_statement(null: pd.DataFrame, trends: dict[str, dict], alpha: float = 
     else:
         text += "A_gain does not fall with size, so there is no fall for the noise to explain."
     return text
-
-
-def family_markdown(summary: pd.DataFrame) -> str:
-    """The widths, their parameter counts and the span, against the paper's size range."""
-    counts = [WIDTH_PARAM_COUNTS[w] for w in WIDTHS]
-    span = counts[-1] / counts[0]
-    lenet = PAPER_PARAMS["lenet5"]
-    near = min(PAPER_PARAMS, key=lambda a: abs(math.log(PAPER_PARAMS[a] / (lenet * span))))
-    parts = ", ".join(f"{frac(WIDTH_FAMILY[w])} ({c:,})" for w, c in zip(WIDTHS, counts,
-                                                                          strict=True))
-    text = (f"Widths (parameters): {parts}. The family spans a factor {span:.0f} in size, "
-            f"about the span from LeNet-5 ({lenet / 1000:.0f}K) to {name(near)} "
-            f"({PAPER_PARAMS[near] / 1e6:.2f}M) in the paper.")
-    ok = summary[summary["status"] == "ok"]
-    if len(ok) >= 2:
-        lo, hi = ok["params"].min(), ok["params"].max()
-        text += (f" With enough complete runs to count so far: {len(ok)} widths, "
-                 f"{int(lo):,} to {int(hi):,} parameters (a factor {hi / lo:.0f}).")
-    text += (" If size alone makes ticket search pay off more, SR, A_gain and LTS should fall "
-             "from the narrowest width to the widest.")
-    return text
-
-
-def records_markdown(summary: pd.DataFrame, root: Path, fallback: Path | None) -> str:
-    """Which records were read, per width, and how to compute a missing study."""
-    lines = []
-    if fallback is not None:
-        lines.append(f"`{fallback}` holds no width records; the chapter reads `{root}`.")
-    if int(summary["runs"].sum()) == 0:
-        lines.append(f"**The width study is not computed yet** (nothing under `{root}/width/` "
-                     f"or `{root}/lenet5/`). Computing it: `make width`.")
-    else:
-        lines.append("Records read: " + "; ".join(
-            f"{name}: {int(r.complete_runs)} complete run(s)"
-            + (f", {int(r.incomplete_runs)} in progress" if r.incomplete_runs else "")
-            for name, r in summary.iterrows()) + ".")
-    return "\n\n".join(lines)
 
 
 def summary_table(summary: pd.DataFrame):
