@@ -290,7 +290,7 @@ def test_hide_plumbing_tags_injected_and_parameters_cells(tmp_path):
     assert book_build.hide_plumbing(path) == 0  # idempotent
 
 
-# -- lth_book.tables: the paper's units and digits ----------------------------------------
+# -- lth_book.formats and lth_book.tables: the paper's units and digits ----------------------
 
 DECIMALS = re.compile(r"\d\.\d{4,}")
 

@@ -1,6 +1,6 @@
 """The findings' verdicts pinned down (issue 22, item 4): synthetic records whose quality falls,
 is flat or rises with size, and whose expressivity rises or falls with pruning, go through
-`tables.findings`; each claim's verdict must be the one its rule gives."""
+`findings.findings`; each claim's verdict must be the one its rule gives."""
 
 from __future__ import annotations
 

@@ -118,7 +118,7 @@ def paper_noise(rho: float = 0.0, sigma_from: str = "dense", k: int = PAPER_K,
     null's SR and Best Sparse A_gain (mean and std, %) beside the printed ones, and the
     authors' per-run gains in units of sigma (gain x mu / 100 / sigma) tested against the
     null's (best - dense | success) / sigma (`_gain_test`); SR by an exact two-sided binomial
-    test of the successes the authors' numbers imply (`paper.authors_searches`; without
+    test of the successes the authors' numbers imply (`authors.authors_searches`; without
     their file, the printed SR of `PAPER_PROTOCOL.runs` searches). ``verdict`` by `RULE`.
     """
     if sigma_from not in SIGMA_SOURCES:
