@@ -391,11 +391,11 @@ def test_power_is_the_rejection_rate_of_the_permutation_test_it_simulates(monkey
 
 
 def test_the_paper_profile_runs_the_family_with_the_papers_50_runs(monkeypatch, tmp_path):
-    import lth_book.profiles as profiles
+    import lth_book.width as width
     from lth_book.width import ensure_width
 
     calls = []
-    monkeypatch.setattr(profiles, "ensure_results",
+    monkeypatch.setattr(width, "ensure_results",
                         lambda prof, **kw: calls.append((prof.name, kw["archs"], kw["runs"])))
     ensure_width("quick", results=tmp_path)
     ensure_width("smoke", results=tmp_path)

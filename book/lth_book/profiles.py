@@ -39,7 +39,7 @@ class Profile:
     name: str
     archs: list[str]
     runs: int
-    stages: int = 5
+    stages: int = SearchConfig.stages
     data: str = "real"  # "real": the JPEG copy beside the checkout if present, else cifar10
     train_overrides: dict[str, Any] = field(default_factory=dict)
     search_overrides: dict[str, Any] = field(default_factory=dict)
@@ -67,8 +67,9 @@ PROFILES: dict[str, Profile] = {
         note="real CIFAR-10, LeNet-5 only, 3 runs (and 3 each with magnitude and random "
              "pruning): a small budget, far from the paper's 50 runs of 7 architectures"),
     "paper": Profile(
-        "paper", list(ARCHITECTURES), runs=50, baseline_archs=["lenet5", "pnasnet_a"],
-        baseline_runs=10, width_runs=50,
+        "paper", list(ARCHITECTURES), runs=PAPER_PROTOCOL.runs, stages=PAPER_PROTOCOL.stages,
+        baseline_archs=["lenet5", "pnasnet_a"], baseline_runs=10,
+        width_runs=PAPER_PROTOCOL.runs,
         note="the paper's protocol: 7 architectures x 50 runs x K=5 (and the LeNet-5 width "
              "family with 50 runs per width)"),
 }
