@@ -19,12 +19,11 @@ from typing import Any
 import pandas as pd
 
 from lth_core.config import SearchConfig, default_train_config, to_dict
-from lth_core.models import ARCHITECTURES, PARAM_COUNTS, build, by_size
+from lth_core.models import ARCHITECTURES, build, by_size
 from lth_core.store import ResultsStore, StoreError, load_results, setup_difference
 
-from .formats import name
-from .paper import PAPER_PROTOCOL, PAPER_TABLE1
-from .sources import best_available, is_synthetic
+from .paper import PAPER_PROTOCOL
+from .sources import best_available
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The JPEG copy of CIFAR-10 beside the checkout (machines without internet)
@@ -251,35 +250,3 @@ def provenance_table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def deviations(df: pd.DataFrame) -> list[str]:
-    """Every way the results in ``df`` depart from the paper's protocol, from the records."""
-    out = ["Training recipe chosen by us (the paper gives none): see the recipe column."]
-    archs = by_size(df["arch"])
-    runs = df.groupby("arch")["run"].nunique()
-    stages = df.groupby("arch")["stage"].max() + 1
-    for what, per_arch, paper in (("runs", runs, PAPER_PROTOCOL.runs),
-                                  ("stages (K)", stages, PAPER_PROTOCOL.stages)):
-        by_value: dict[int, list[str]] = {}
-        for arch in archs:
-            if per_arch[arch] != paper:
-                by_value.setdefault(int(per_arch[arch]), []).append(arch)
-        for value, names in by_value.items():
-            out.append(f"{value} {what} instead of the paper's {paper}: {', '.join(names)}.")
-    absent = [a for a in ARCHITECTURES if a not in set(df["arch"])]
-    if absent:
-        out.append("Architectures not computed at this budget: " + ", ".join(absent) + ".")
-    names = set(df["data_name"])
-    if any(is_synthetic(n) for n in names):
-        out.append(f"Data: {', '.join(sorted(names))} instead of CIFAR-10: synthetic data "
-                   "tests the machinery and measures nothing about the paper's claims.")
-    elif "cifar10" not in names:
-        out.append(f"Data: {', '.join(sorted(names))} instead of the original CIFAR-10 "
-                   "(the JPEG copy's pixels differ slightly).")
-    rates = {json.loads(c)["prune_rate"] for c in df["config"].unique()}
-    if rates != {PAPER_PROTOCOL.prune_rate}:
-        out.append(f"Prune rate {sorted(rates)} instead of {PAPER_PROTOCOL.prune_rate}.")
-    out.append(f"{name('lenet5')} has {PARAM_COUNTS['lenet5']:,} parameters (the paper's "
-               f"{PAPER_TABLE1['lenet5']} is the one-channel classic).")
-    out.append("LTS uses the printed definition mean A_gain(Best Sparse) x SR; the paper's "
-               "own LTS column does not follow from its other columns.")
-    return out
