@@ -64,13 +64,15 @@ PROFILES: dict[str, Profile] = {
     "quick": Profile(
         "quick", ["lenet5"], runs=3, baseline_archs=["lenet5"], baseline_runs=3,
         note="real CIFAR-10, LeNet-5 only, 3 runs (and 3 each with magnitude and random "
-             "pruning): a small budget, far from the paper's 50 runs of 7 architectures"),
+             f"pruning): a small budget, far from the paper's {PAPER_PROTOCOL.runs} runs of "
+             f"{len(ARCHITECTURES)} architectures"),
     "paper": Profile(
         "paper", list(ARCHITECTURES), runs=PAPER_PROTOCOL.runs, stages=PAPER_PROTOCOL.stages,
         baseline_archs=["lenet5", "pnasnet_a"], baseline_runs=10,
         width_runs=PAPER_PROTOCOL.runs,
-        note="the paper's protocol: 7 architectures x 50 runs x K=5 (and the LeNet-5 width "
-             "family with 50 runs per width)"),
+        note=f"the paper's protocol: {len(ARCHITECTURES)} architectures x {PAPER_PROTOCOL.runs} "
+             f"runs x K={PAPER_PROTOCOL.stages} (and the LeNet-5 width family with "
+             f"{PAPER_PROTOCOL.runs} runs per width)"),
 }
 
 
