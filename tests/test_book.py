@@ -290,21 +290,21 @@ def test_hide_plumbing_tags_injected_and_parameters_cells(tmp_path):
     assert book_build.hide_plumbing(path) == 0  # idempotent
 
 
-# -- lth_book.tables: the paper's units and digits ----------------------------------------
+# -- lth_book.formats and lth_book.tables: the paper's units and digits ----------------------
 
 DECIMALS = re.compile(r"\d\.\d{4,}")
 
 
 def test_number_formats():
-    from lth_book import tables
+    from lth_book import formats
 
-    assert tables.num(69.5949) == "69.59" and tables.num(0.003) == "0.003"
-    assert tables.num(-0.0001) == "0.000" and tables.num(float("nan")) == "n/a"
-    assert tables.num(1.23456, digits=5) == "1.235"  # never more than 3 decimals
-    assert tables.pm(67.921, 0.958) == "67.92 ± 0.96"
-    assert tables.pct(71.428) == "71 %"
-    assert tables.params(62_006) == "62K" and tables.params(3_599_686) == "3.60M"
-    assert tables.ci(0.29, 0.96, lambda v: tables.pct(100 * v)) == "29 % to 96 %"
+    assert formats.num(69.5949) == "69.59" and formats.num(0.003) == "0.003"
+    assert formats.num(-0.0001) == "0.000" and formats.num(float("nan")) == "n/a"
+    assert formats.num(1.23456, digits=5) == "1.235"  # never more than 3 decimals
+    assert formats.pm(67.921, 0.958) == "67.92 ± 0.96"
+    assert formats.pct(71.428) == "71 %"
+    assert formats.params(62_006) == "62K" and formats.params(3_599_686) == "3.60M"
+    assert formats.ci(0.29, 0.96, lambda v: formats.pct(100 * v)) == "29 % to 96 %"
 
 
 def _fake_records(archs, runs=4, stages=3, seed=0):
@@ -324,7 +324,7 @@ def _fake_records(archs, runs=4, stages=3, seed=0):
 
 
 def test_table2_keeps_every_architecture_three_rows_each_and_marks():
-    from lth_book import tables
+    from lth_book import formats, tables
     from lth_book.paper import PAPER_NAMES
     from lth_core.analysis.metrics import table2
 
@@ -333,7 +333,7 @@ def test_table2_keeps_every_architecture_three_rows_each_and_marks():
     assert len(cells) == 21  # 7 architectures x (Dense, Best Sparse, Sparsest Matching)
     labels = list(dict.fromkeys(cells.index.get_level_values(0)))
     assert labels[0] == "LeNet-5" and labels[-1] == "ResNet18"  # by size
-    assert labels[1] == f"PNASNet-A ({tables.NOT_COMPUTED})"
+    assert labels[1] == f"PNASNet-A ({formats.NOT_COMPUTED})"
     assert all(any(n in lab for lab in labels) for n in PAPER_NAMES.values())
     assert set(cells.columns.get_level_values(1)) == {"ours", "paper"}
     assert list(dict.fromkeys(cells.columns.get_level_values(0))) == [
@@ -341,9 +341,9 @@ def test_table2_keeps_every_architecture_three_rows_each_and_marks():
         "Success Rate", "LTS Score"]  # the paper's columns
     # ours far from the paper's LeNet-5 accuracy (70 vs 67.92 ± 0.96): marked
     acc, dense = ("Test Accuracy", "ours"), ("LeNet-5", "Dense")
-    assert marks.loc[dense, acc] and tables.MARK in cells.loc[dense, acc]
+    assert marks.loc[dense, acc] and formats.MARK in cells.loc[dense, acc]
     assert not marks.loc[:, [c for c in cells.columns if c[1] == "paper"]].to_numpy().any()
-    text = tables.html_table(tables.table2_html(ours))
+    text = formats.html_table(tables.table2_html(ours))
     assert not DECIMALS.search(text.split("</style>")[-1])
     assert 'class="lth-table lth-table2"' in text
 
@@ -360,35 +360,35 @@ def test_table1_marks_the_counts_that_differ_from_the_paper():
 def test_styled_tables_show_at_most_three_decimals():
     import pandas as pd
 
-    from lth_book import tables
+    from lth_book import formats
 
     df = pd.DataFrame({"a": [1.234567, 0.0001234], "n": [3, 50_000], "ok": [True, False]})
-    html = tables.html_table(tables.styled(df, digits=5))
+    html = formats.html_table(formats.styled(df, digits=5))
     body = html.split("</style>")[-1]
     assert not DECIMALS.search(body) and "50,000" in body and "yes" in body
 
 
 def test_rank_trend_exact_permutation_p():
-    from lth_book import tables
+    from lth_book import findings
     from lth_core.models import ARCHITECTURES
 
     falling = {a: 7.0 - i for i, a in enumerate(ARCHITECTURES)}
-    t = tables.rank_trend(falling)
+    t = findings.rank_trend(falling)
     assert t["rho"] == pytest.approx(-1.0) and t["p"] == pytest.approx(1 / 5040)
-    assert tables.rank_trend({"lenet5": 1.0, "resnet18": 0.5})["n"] == 2  # too few: NaN
-    assert tables.rank_trend({"lenet5": 1.0, "resnet18": 0.5})["rho"] != -1
+    assert findings.rank_trend({"lenet5": 1.0, "resnet18": 0.5})["n"] == 2  # too few: NaN
+    assert findings.rank_trend({"lenet5": 1.0, "resnet18": 0.5})["rho"] != -1
 
 
 def test_findings_give_every_claim_a_verdict():
-    from lth_book import tables
+    from lth_book import findings, formats
 
-    f = tables.findings(_fake_records(["lenet5", "pnasnet_a", "resnet32", "resnet18"]))
-    assert list(f["id"]) == list(tables.CLAIMS)
-    assert set(f["verdict"]) <= set(tables.VERDICTS)
+    f = findings.findings(_fake_records(["lenet5", "pnasnet_a", "resnet32", "resnet18"]))
+    assert list(f["id"]) == list(findings.CLAIMS)
+    assert set(f["verdict"]) <= set(formats.VERDICTS)
     assert (f["paper"].str.len() > 0).all() and (f["ours"].str.len() > 0).all()
     assert f["scope"].iloc[0] == "4 of 7"
-    one = tables.findings(_fake_records(["lenet5"]))
+    one = findings.findings(_fake_records(["lenet5"]))
     trends = one.set_index("id").loc[["difficulty", "a", "lts"], "verdict"]
-    assert (trends == tables.NOT_COMPUTED).all()  # a trend needs 3 architectures
-    html = tables.html_table(tables.findings_html(f))
+    assert (trends == formats.NOT_COMPUTED).all()  # a trend needs 3 architectures
+    html = formats.html_table(findings.findings_html(f))
     assert html.count("lth-verdict-") >= len(f) and 'href="quality.html"' in html

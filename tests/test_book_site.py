@@ -260,7 +260,8 @@ def _doc(name: str) -> str:
 
 
 def test_findings_page_lists_every_claim_with_a_verdict(browser, site_url):
-    from lth_book.tables import CLAIMS, VERDICTS
+    from lth_book.findings import CLAIMS
+    from lth_book.formats import VERDICTS
 
     doc = _doc("findings")
     assert DOCS.index(doc) == 1, "the findings page comes right after the introduction"

@@ -4,6 +4,8 @@ tests themselves: tests/test_stats.py)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,13 +13,11 @@ from conftest import make_results
 
 from lth_book.claims import (
     bootstrap_ci,
-    ci_statements,
     null_model,
     null_sr,
     null_verdict,
     size_trend,
     sr_statement,
-    trend_statement,
     two_sample_test,
 )
 from lth_book.stats import mean_ci, proportion_ci
@@ -145,12 +145,6 @@ def test_sr_statement():
     assert "No complete run" in sr_statement(0, 0)
 
 
-def test_ci_statements_name_counts_and_intervals():
-    df = make_results({"lenet5": np.array([[70.0, 71.0], [70.0, 69.0], [70.0, 70.5]])})
-    text, = ci_statements(bootstrap_ci(df, n_boot=100))
-    assert text.startswith("lenet5: 2 of 3 runs") and "2 successful runs" in text
-
-
 def test_trend_statement():
     rng = np.random.default_rng(0)
     accs, params = {}, {}
@@ -159,11 +153,11 @@ def test_trend_statement():
         accs[f"a{i}"] = np.hstack([dense, dense + 4.0 - i])
         params[f"a{i}"] = 1000 * 10**i
     trend = size_trend(make_results(accs), params, n_boot=100)
-    text = trend_statement(trend)  # the observed order is 1 of 4! = 24: p = 0.042
-    assert "-1.00" in text and "p = 0.042" in text and "Supported at the 0.05 level" in text
+    # the observed order is 1 of 4! = 24: p = 0.042 < 0.05
+    assert trend["rho"] == pytest.approx(-1.0)
+    assert trend["p_decreasing"] == pytest.approx(1 / 24) and trend["permutation"] == "exact"
     three = size_trend(make_results({k: accs[k] for k in ("a0", "a1", "a2")}), params,
                        n_boot=100)
-    text = trend_statement(three)  # 1 of 3! = 6: p = 0.167 at best
-    assert "Not shown at the 0.05 level" in text and "no p can be below 0.167" in text
+    assert three["p_decreasing"] == pytest.approx(1 / 6)  # 3 archs: p = 0.167 at best
     few = size_trend(make_results({k: accs[k] for k in ("a0", "a1")}), params, n_boot=10)
-    assert trend_statement(few).startswith("No test")
+    assert math.isnan(few["rho"]) and few["message"].startswith("need at least 3")

@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lth_book import noise
-from lth_book.paper import AUTHORS_GAINS, PAPER_PARAMS
+from lth_book import noise, stagesets
+from lth_book.authors import AUTHORS_GAINS
+from lth_book.paper import PAPER_PARAMS
 
 
 def _records(shift: float, n: int = 120, k: int = 5, sigma: float = 1.0, mu: float = 60.0,
@@ -31,11 +32,11 @@ def _records(shift: float, n: int = 120, k: int = 5, sigma: float = 1.0, mu: flo
 @pytest.mark.parametrize("shift, want", [(1.0, noise.BEYOND), (0.0, noise.NOISE),
                                          (-1.0, noise.BELOW)])
 def test_pruning_that_adds_one_sigma_nothing_or_takes_one_is_judged_so(shift, want):
-    s = noise.stage_set(_records(shift), "synthetic")
+    s = stagesets.stage_set(_records(shift), "synthetic")
     got = noise.set_noise(s)
     assert got["verdict"] == want, got
     # the selection-free estimand sees the shift itself, in points of accuracy
-    eff = noise.stage_effects(s)
+    eff = stagesets.stage_effects(s)
     assert np.allclose(eff["diff"], shift, atol=0.4)
     assert ((eff["lo"] <= shift) & (shift <= eff["hi"])).mean() >= 0.75
 
@@ -64,35 +65,35 @@ def test_the_null_agrees_with_closed_forms(k):
     assert len(z5) == len(z)
 
 
-@pytest.mark.parametrize("kind", noise.KINDS)
+@pytest.mark.parametrize("kind", stagesets.KINDS)
 def test_each_model_kinds_pure_null_gives_the_exchangeable_success_rate(kind):
-    s = noise.stage_set(_records(-1.0, n=200, seed=3), "synthetic")
-    p = noise.predict(s.acc, kind, n_runs=50, null=True, n_sim=3000, seed=0)
+    s = stagesets.stage_set(_records(-1.0, n=200, seed=3), "synthetic")
+    p = stagesets.predict(s.acc, kind, n_runs=50, null=True, n_sim=3000, seed=0)
     assert abs(p["sr"] - 80.0) < 4.0, p["sr"]
-    fitted = noise.predict(s.acc, kind, n_runs=50, null=False, n_sim=3000, seed=0)
+    fitted = stagesets.predict(s.acc, kind, n_runs=50, null=False, n_sim=3000, seed=0)
     e = np.random.default_rng(9).standard_normal((200_000, 5))
     truth = 100 * (e[:, 1:].max(axis=1) - 1.0 >= e[:, 0]).mean()  # about 48 %
     assert abs(fitted["sr"] - truth) < 5.0, (fitted["sr"], truth)  # keeps pruning's harm
 
 
 def test_a_well_specified_model_covers_held_out_halves():
-    s = noise.stage_set(_records(0.0, n=40, rho=0.2, seed=5), "synthetic")
-    o = noise.out_of_sample(s, kinds=("normal",), n_splits=12, n_sim=1000).iloc[0]
+    s = stagesets.stage_set(_records(0.0, n=40, rho=0.2, seed=5), "synthetic")
+    o = stagesets.out_of_sample(s, kinds=("normal",), n_splits=12, n_sim=1000).iloc[0]
     assert o["sr_cover"] >= 0.8 and o["a_gain_cover"] >= 0.8, o.to_dict()
-    small = noise.stage_set(_records(0.0, n=6), "small")
-    assert noise.out_of_sample(small).empty  # too few runs to split
+    small = stagesets.stage_set(_records(0.0, n=6), "small")
+    assert stagesets.out_of_sample(small).empty  # too few runs to split
 
 
 def test_unfinished_runs_are_left_out_not_counted_as_failures():
     df = _records(0.0, n=5)
     df = df[~((df["run"] == 4) & (df["stage"] >= 3))]  # run 4 has stages 0-2 only
-    s = noise.stage_set(df, "x")
+    s = stagesets.stage_set(df, "x")
     assert s.k == 5 and s.n == 4 and s.left_out == 1 and 4 not in s.runs
-    assert noise.stage_set(df[df["run"] < 2], "x") is None  # fewer than MIN_RUNS
+    assert stagesets.stage_set(df[df["run"] < 2], "x") is None  # fewer than MIN_RUNS
 
 
 def test_too_few_successes_are_not_tested():
-    s = noise.stage_set(_records(-3.0, n=10), "x")  # almost never a winner
+    s = stagesets.stage_set(_records(-3.0, n=10), "x")  # almost never a winner
     got = noise.set_noise(s)
     assert got["successes"] < noise.MIN_SUCCESSES and got["too_few"]
     assert math.isnan(got["p_mean"])
@@ -109,11 +110,11 @@ def test_effect_trend_finds_a_slope_and_not_a_flat_family():
         for i, w in enumerate(widths):
             x = math.log10(WIDTH_PARAM_COUNTS[w])
             df = _records(slope * x, n=10, seed=10 + i, arch=w)
-            out.append(noise.stage_set(df, f"width/{w}"))
+            out.append(stagesets.stage_set(df, f"width/{w}"))
         return out
 
-    rising = noise.effect_trend(family(3.0), n_perm=999, n_power=20, power_perm=99)
-    flat = noise.effect_trend(family(0.0), n_perm=999, n_power=20, power_perm=99)
+    rising = stagesets.effect_trend(family(3.0), n_perm=999, n_power=20, power_perm=99)
+    flat = stagesets.effect_trend(family(0.0), n_perm=999, n_power=20, power_perm=99)
     assert rising["slope"] > 0 and rising["p"] < 0.01 and rising["p_rank"] < 0.01
     assert flat["p"] > 0.05
     assert 0 <= flat["power"] <= 1 and flat["n_sets"] == 4

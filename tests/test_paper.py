@@ -11,21 +11,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lth_book.paper import (
+from lth_book.authors import (
     AUTHORS_GAINS,
-    LTS_CANDIDATES,
-    PAPER_PARAMS,
-    PAPER_TABLE1,
     MissingAuthorsData,
     _searches,
     authors_gains,
     authors_searches,
     compare_gains,
-    compare_table2,
     fig_gains_vs_authors,
-    lts_candidates,
     lts_candidates_per_run,
     lts_investigation,
+)
+from lth_book.paper import (
+    LTS_CANDIDATES,
+    PAPER_PARAMS,
+    PAPER_TABLE1,
+    compare_table2,
+    lts_candidates,
     lts_printed_definition,
     paper_table2,
 )

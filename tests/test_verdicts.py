@@ -1,6 +1,6 @@
 """The findings' verdicts pinned down (issue 22, item 4): synthetic records whose quality falls,
 is flat or rises with size, and whose expressivity rises or falls with pruning, go through
-`tables.findings`; each claim's verdict must be the one its rule gives."""
+`findings.findings`; each claim's verdict must be the one its rule gives."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import lth_book.noise as noise_module
-import lth_book.width as width_module
-from lth_book.tables import NOT_COMPUTED, NOT_REPRODUCED, REPRODUCED, findings
+import lth_book.findings as findings_module
+from lth_book.findings import findings
+from lth_book.formats import NOT_COMPUTED, NOT_REPRODUCED, REPRODUCED
 
 ARCHS = ["lenet5", "resnet32", "mobilenet_v1", "resnet18"]  # smallest first
 RUNS = 12
@@ -46,9 +46,9 @@ RISES = dict(successes=[3, 6, 9, 12], gains=[1.0, 2.0, 3.0, 4.0])
 @pytest.fixture(autouse=True)
 def _no_width_study(monkeypatch):
     """The width row reads the stored study: here it is one the test sets."""
-    monkeypatch.setattr(width_module, "width_finding", lambda results=None, seed=0, **k: {
+    monkeypatch.setattr(findings_module, "width_finding", lambda results=None, seed=0, **k: {
         "ours": "stub", "detail": [], "status": "not enough runs"})
-    monkeypatch.setattr(noise_module, "noise_finding", lambda results=None, seed=0, **k: {
+    monkeypatch.setattr(findings_module, "noise_finding", lambda results=None, seed=0, **k: {
         "ours": "stub", "detail": [], "status": NOT_COMPUTED})
 
 
@@ -100,13 +100,13 @@ def test_expressivity_claims_follow_the_trajectory_lengths(tl, b, c, fig5):
     ("supported", REPRODUCED), ("not shown", NOT_REPRODUCED),
     ("contradicted", NOT_REPRODUCED), ("not enough runs", NOT_COMPUTED)])
 def test_width_row_follows_the_width_trend(monkeypatch, status, expected):
-    monkeypatch.setattr(width_module, "width_finding", lambda results=None, seed=0, **k: {
+    monkeypatch.setattr(findings_module, "width_finding", lambda results=None, seed=0, **k: {
         "ours": "stub", "detail": [], "status": status})
     assert _verdicts(_records(**FLAT))["width"] == expected
 
 
 @pytest.mark.parametrize("status", [REPRODUCED, NOT_REPRODUCED, NOT_COMPUTED])
 def test_noise_row_follows_claim_a_in_units_of_noise(monkeypatch, status):
-    monkeypatch.setattr(noise_module, "noise_finding", lambda results=None, seed=0, **k: {
+    monkeypatch.setattr(findings_module, "noise_finding", lambda results=None, seed=0, **k: {
         "ours": "stub", "detail": [], "status": status})
     assert _verdicts(_records(**FLAT))["noise"] == status

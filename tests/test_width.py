@@ -16,17 +16,8 @@ import torch
 from conftest import tiny_config
 
 from lth_book.stats import MIN_FOR_INTERVAL, mean_ci, proportion_ci
-from lth_book.width import (
-    WIDTHS,
-    fig_width,
-    load_width,
-    per_run,
-    setup_notes,
-    width_roots,
-    width_statements,
-    width_summary,
-    width_trend,
-)
+from lth_book.width import WIDTHS, load_width, per_run, width_roots, width_summary, width_trend
+from lth_book.width_report import fig_width, setup_notes, trend_verdict, width_statements
 from lth_core import build, ticket_search
 from lth_core.analysis.metrics import complete_runs, table2
 from lth_core.config import TrainConfig
@@ -111,7 +102,7 @@ def test_summary_and_trend_of_nothing(tmp_path):
     assert (s["status"] == "not computed yet").all() and (s["complete_runs"] == 0).all()
     assert all("not computed yet" in t for t in width_statements(s))
     t = width_trend(load_width(tmp_path))
-    assert t["status"] == "not enough runs" and "none has them" in t["verdict"]
+    assert t["status"] == "not enough runs" and "none has them" in trend_verdict(t)
     fig = fig_width(s)
     assert len(fig.axes) == 3
     assert any("not computed yet" in x.get_text() for x in fig.axes[0].texts)
@@ -147,7 +138,7 @@ def test_trend_supported_contradicted_and_not_shown():
     falling = _records({w: [3.0 - i + d for d in (0.0, 0.1, -0.1, 0.05)]
                         for i, w in enumerate(WIDTHS)})
     t = width_trend(falling, n_perm=2000)
-    assert t["status"] == "supported" and t["verdict"].startswith("Supported")
+    assert t["status"] == "supported" and trend_verdict(t).startswith("Supported")
     assert t["rho"] == pytest.approx(-1.0) and t["slope"] < 0 and t["p_value"] < 0.01
     assert t["rho_ci"][1] < 0 and t["widths"] == WIDTHS and t["n"] == [4] * len(WIDTHS)
     assert t == width_trend(falling, n_perm=2000)  # deterministic
@@ -169,11 +160,11 @@ def test_trend_needs_three_widths_with_enough_runs():
     gains["lenet5-w2"] = [1.0, 1.0]  # 2 complete runs: left out
     t = width_trend(_records(gains), n_perm=200)
     assert t["widths"] == WIDTHS[:-1] and t["left_out"] == {"lenet5-w2": 2}
-    assert "lenet5-w2 (2 complete)" in t["verdict"]
+    assert "lenet5-w2 (2 complete)" in trend_verdict(t)
     gains["lenet5"] = gains["lenet5-w0.125"] = [1.0]
     t = width_trend(_records(gains), n_perm=200)
     assert t["status"] == "not enough runs" and math.isnan(t["p_value"])
-    assert t["verdict"].startswith("Not enough runs")
+    assert trend_verdict(t).startswith("Not enough runs")
 
 
 def test_trend_permutation_p_matches_exact_enumeration():
@@ -285,7 +276,8 @@ def _noisy(spread: dict[str, float], runs: int = 6) -> pd.DataFrame:
 
 
 def test_noise_alone_is_told_from_size():
-    from lth_book.width import noise_statement, width_null
+    from lth_book.width import width_null
+    from lth_book.width_report import noise_statement
 
     spread = dict(zip(WIDTHS, [4.0, 2.0, 1.0, 0.5, 0.25], strict=True))
     df = _noisy(spread)
@@ -336,7 +328,7 @@ def test_width_cli_refuses_bad_input_in_one_line(tmp_path):
 
 
 def test_readme_section_is_the_study(study):
-    from lth_book.width import readme_section
+    from lth_book.width_report import readme_section
 
     block = readme_section(study)
     # 3 complete runs at 1/8, 1/4, 1/2 (the fourth unfinished) and 1; 2 at width 2
@@ -352,6 +344,7 @@ def test_power_is_the_rejection_rate_of_the_permutation_test_it_simulates(monkey
     goes through the permutation test (not a normal approximation), and the runs it says are
     needed reach the target."""
     import lth_book.width as W
+    import lth_book.width_power as P
 
     rng = np.random.default_rng(1)
     widths = W.WIDTHS[:4]
@@ -367,17 +360,18 @@ def test_power_is_the_rejection_rate_of_the_permutation_test_it_simulates(monkey
                              for i, v in enumerate(row)])
 
     current = {}
-    monkeypatch.setattr(W, "per_run", lambda df, select_on="test": current["pr"])
+    for module in (W, P):  # the study's trend and its power read the same runs
+        monkeypatch.setattr(module, "per_run", lambda df, select_on="test": current["pr"])
     records = pd.DataFrame({"arch": ["any"]})  # per_run is replaced: any non-empty frame
     calls = []
-    real = W.permutation
-    monkeypatch.setattr(W, "permutation", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = P.permutation
+    monkeypatch.setattr(P, "permutation", lambda *a, **k: calls.append(1) or real(*a, **k))
     current["pr"] = frame(n)
-    p = W.width_power(records, "lts", slope=slope, n_sim=200, n_sim_search=100)
+    p = P.width_power(records, "lts", slope=slope, n_sim=200, n_sim_search=100)
     assert p["widths"] == widths and p["n"] == [n] * 4 and len(calls) >= 200
     # its prediction for n runs from spreads measured on many (one sample of n is noisy)
     current["pr"] = frame(400)
-    expected = W.width_power(records, "lts", slope=slope, runs=n, n_sim=600,
+    expected = P.width_power(records, "lts", slope=slope, runs=n, n_sim=600,
                              n_sim_search=100)["power"]
     assert 0.3 < expected < 0.8  # a design where the rate is most sensitive to errors
     hits = 0
@@ -387,21 +381,21 @@ def test_power_is_the_rejection_rate_of_the_permutation_test_it_simulates(monkey
     assert abs(hits / 200 - expected) < 0.1, (hits / 200, expected)
     # the runs needed reach the target; half as many do not
     current["pr"] = frame(400)
-    small = W.width_power(records, "lts", slope=slope / 3, n_sim=300, n_sim_search=300)
+    small = P.width_power(records, "lts", slope=slope / 3, n_sim=300, n_sim_search=300)
     runs = small["runs_needed"]
-    assert 10 < runs < W.MAX_RUNS
-    at = W.width_power(records, "lts", slope=slope / 3, runs=runs, n_sim=300)["power"]
-    half = W.width_power(records, "lts", slope=slope / 3, runs=runs // 2, n_sim=300)["power"]
+    assert 10 < runs < P.MAX_RUNS
+    at = P.width_power(records, "lts", slope=slope / 3, runs=runs, n_sim=300)["power"]
+    half = P.width_power(records, "lts", slope=slope / 3, runs=runs // 2, n_sim=300)["power"]
     assert at >= 0.74 and half < 0.7
     assert small["detectable"] > abs(slope / 3) * 0.2
 
 
 def test_the_paper_profile_runs_the_family_with_the_papers_50_runs(monkeypatch, tmp_path):
-    import lth_book.profiles as profiles
+    import lth_book.width as width
     from lth_book.width import ensure_width
 
     calls = []
-    monkeypatch.setattr(profiles, "ensure_results",
+    monkeypatch.setattr(width, "ensure_results",
                         lambda prof, **kw: calls.append((prof.name, kw["archs"], kw["runs"])))
     ensure_width("quick", results=tmp_path)
     ensure_width("smoke", results=tmp_path)

@@ -4,10 +4,10 @@ The paper reports SR, A_gain and LTS from one set of runs per architecture, with
 uncertainty, and reads a trend off seven points. These functions say how much of that survives
 (`bootstrap_ci`: an exact binomial interval for SR, resampling for A_gain and LTS;
 `size_trend`), what pure noise would give (`null_model`), and how LAMP compares with other
-pruners (`compare_pruners`); `sr_statement`, `ci_statements`, `trend_statement` and
-`null_verdict` put them in plain words. All are deterministic given `seed`; each architecture
-draws from its own stream (seeded by seed and its name), so its numbers do not depend on which
-other architectures are in the table. Every interval and test goes through `lth_book.stats`
+pruners (`compare_pruners`); `sr_statement` and `null_verdict` put them in plain words.
+All are deterministic given `seed`; each architecture draws from its own stream (seeded by
+seed and its name), so its numbers do not depend on which other architectures are in the
+table. Every interval and test goes through `lth_book.stats`
 (scipy.stats).
 """
 
@@ -24,6 +24,8 @@ from lth_core.analysis.metrics import run_summary, table2
 from lth_core.models import by_size
 
 from .stats import (
+    ALPHA,
+    LEVEL,
     MIN_FOR_INTERVAL,
     binom_p,
     bootstrap_distribution,
@@ -53,7 +55,7 @@ def _pct(x: float, digits: int = 0) -> str:
     return "n/a" if not math.isfinite(x) else f"{x:.{digits}f}"
 
 
-def sr_statement(k: int, n: int, level: float = 0.95, method: str = "clopper-pearson",
+def sr_statement(k: int, n: int, level: float = LEVEL, method: str = "clopper-pearson",
                  what: str = "runs found a winning ticket") -> str:
     """One sentence: "5 of 7 runs found a winning ticket: SR 71 % (95 % CI 29 to 96 %, exact
     binomial)." With n = 0, that no run is complete yet."""
@@ -99,7 +101,7 @@ def bootstrap_ci(
     df: pd.DataFrame,
     n_boot: int = 1000,
     seed: int = 0,
-    level: float = 0.95,
+    level: float = LEVEL,
     select_on: str = "test",
     sr_method: str = "clopper-pearson",
     mean_method: str = "bootstrap",
@@ -153,28 +155,12 @@ def bootstrap_ci(
     return out
 
 
-def ci_statements(ci: pd.DataFrame, level: float = 0.95) -> list[str]:
-    """One plain sentence per row of a `bootstrap_ci` table (computed at ``level``)."""
-    out = []
-    for arch, r in ci.iterrows():
-        n, k = int(r["n_runs"]), int(r["n_success"])
-        text = f"{arch}: " + sr_statement(k, n, level)
-        if k:
-            gain_ci = (f"CI {_pct(r['a_gain_lo'], 2)} to {_pct(r['a_gain_hi'], 2)}"
-                       if not too_few(k) else "too few for an interval")
-            text += (f" Best Sparse A_gain {r['a_gain']:.2f} % over the {k} successful "
-                     f"run{'s' if k > 1 else ''} ({gain_ci}), LTS {r['lts']:.2f} (CI "
-                     f"{_pct(r['lts_lo'], 2)} to {_pct(r['lts_hi'], 2)}).")
-        out.append(text)
-    return out
-
-
 def size_trend(
     df: pd.DataFrame,
     params: dict[str, int],
     n_boot: int = 1000,
     seed: int = 0,
-    level: float = 0.95,
+    level: float = LEVEL,
     select_on: str = "test",
     n_perm: int = 10_000,
 ) -> dict:
@@ -230,34 +216,6 @@ def size_trend(
         message=f"{len(archs)} architectures, {kind} permutation test",
     )
     return out
-
-
-def trend_statement(trend: dict, alpha: float = 0.05, what: str = "LTS") -> str:
-    """The verdict of a `size_trend` result in one or two plain sentences.
-
-    Rule: the paper's "``what`` falls with model size" is supported when the one-sided
-    permutation p (``p_decreasing``) is below ``alpha``, contradicted when the other tail's
-    (``p_increasing``, a rise) is; otherwise it is not shown by these
-    runs, which is not evidence against it when few architectures cap how small p can get.
-    """
-    n = trend["n_archs"]
-    if not math.isfinite(trend["rho"]):
-        return f"No test of the size trend: {trend['message'] or 'no rank correlation'}."
-    lo, hi = trend["rho_ci"]
-    floor = 1 / math.factorial(n) if trend["permutation"] == "exact" else math.nan
-    text = (f"Spearman rho between parameter count and {what} over {n} architectures: "
-            f"{trend['rho']:.2f} ({100 * trend['level']:.0f} % bootstrap CI {_pct(lo, 2)} to "
-            f"{_pct(hi, 2)}); one-sided permutation p = {trend['p_decreasing']:.3f} for a "
-            f"decrease with size.")
-    if trend["p_decreasing"] < alpha:
-        return text + f" Supported at the {alpha:g} level."
-    if trend.get("p_increasing", math.nan) < alpha:
-        return text + (f" Contradicted: {what} rises with size (one-sided permutation "
-                       f"p = {trend['p_increasing']:.3f}).")
-    text += f" Not shown at the {alpha:g} level"
-    if math.isfinite(floor):
-        text += f" (with {n} architectures no p can be below {floor:.3g})"
-    return text + "."
 
 
 _NULL_MODES = ("exchangeable", "dense")
@@ -405,7 +363,7 @@ def null_model(
     return out
 
 
-def null_verdict(null: pd.DataFrame, alpha: float = 0.05) -> list[str]:
+def null_verdict(null: pd.DataFrame, alpha: float = ALPHA) -> list[str]:
     """One plain sentence per architecture of a ``null_model`` table: is the measured ticket
     quality beyond what noise alone gives?
 

@@ -8,6 +8,7 @@ one (chapters ask for it where a kernel serves the page: ``setup.live_widgets``)
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable
 
 import matplotlib.pyplot as plt
@@ -33,8 +34,6 @@ def stage_slider(draw: Callable[[int], Figure], stages: list[int], title: str,
 
     With ``caption`` the slider is a captioned ``<figure>`` ("Figure N: ..." under it).
     """
-    import html
-
     from IPython.display import HTML, display
 
     labels = [f"stage {k}" + (" (dense)" if k == 0 else "") for k in stages]

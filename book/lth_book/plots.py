@@ -30,14 +30,10 @@ from lth_core.analysis.metrics import LABELS
 from lth_core.models import build, by_size
 from lth_core.pruning import PRUNERS, lamp_scores, prunable_weights
 
-from .paper import PAPER_NAMES
+from .formats import name as _name
 
 # readable at the width of a book page (about 700 px at the book's 110 dpi)
 SMALL = (6.4, 3.6)
-
-
-def _name(arch: str) -> str:
-    return PAPER_NAMES.get(arch, arch)
 
 
 def _figure(size: tuple[float, float] = SMALL) -> tuple[Figure, Axes]:

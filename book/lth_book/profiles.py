@@ -10,6 +10,7 @@ missing, through the resumable search, so any chapter runs alone and chapters sh
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +18,12 @@ from typing import Any
 
 import pandas as pd
 
-from lth_core.config import SearchConfig, default_train_config
-from lth_core.models import ARCHITECTURES, build
-from lth_core.store import ResultsStore, load_results
+from lth_core.config import SearchConfig, default_train_config, to_dict
+from lth_core.models import ARCHITECTURES, build, by_size
+from lth_core.store import ResultsStore, StoreError, load_results, setup_difference
+
+from .paper import PAPER_PROTOCOL
+from .sources import best_available
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The JPEG copy of CIFAR-10 beside the checkout (machines without internet)
@@ -34,7 +38,7 @@ class Profile:
     name: str
     archs: list[str]
     runs: int
-    stages: int = 5
+    stages: int = SearchConfig.stages
     data: str = "real"  # "real": the JPEG copy beside the checkout if present, else cifar10
     train_overrides: dict[str, Any] = field(default_factory=dict)
     search_overrides: dict[str, Any] = field(default_factory=dict)
@@ -60,12 +64,15 @@ PROFILES: dict[str, Profile] = {
     "quick": Profile(
         "quick", ["lenet5"], runs=3, baseline_archs=["lenet5"], baseline_runs=3,
         note="real CIFAR-10, LeNet-5 only, 3 runs (and 3 each with magnitude and random "
-             "pruning): a small budget, far from the paper's 50 runs of 7 architectures"),
+             f"pruning): a small budget, far from the paper's {PAPER_PROTOCOL.runs} runs of "
+             f"{len(ARCHITECTURES)} architectures"),
     "paper": Profile(
-        "paper", list(ARCHITECTURES), runs=50, baseline_archs=["lenet5", "pnasnet_a"],
-        baseline_runs=10, width_runs=50,
-        note="the paper's protocol: 7 architectures x 50 runs x K=5 (and the LeNet-5 width "
-             "family with 50 runs per width)"),
+        "paper", list(ARCHITECTURES), runs=PAPER_PROTOCOL.runs, stages=PAPER_PROTOCOL.stages,
+        baseline_archs=["lenet5", "pnasnet_a"], baseline_runs=10,
+        width_runs=PAPER_PROTOCOL.runs,
+        note=f"the paper's protocol: {len(ARCHITECTURES)} architectures x {PAPER_PROTOCOL.runs} "
+             f"runs x K={PAPER_PROTOCOL.stages} (and the LeNet-5 width family with "
+             f"{PAPER_PROTOCOL.runs} runs per width)"),
 }
 
 
@@ -92,7 +99,8 @@ def resolve_data(spec: str | None, profile: Profile) -> str:
 
 
 def search_config(profile: Profile, arch: str, pruner: str = "lamp",
-                  prune_rate: float = 0.16, stages: int | None = None) -> SearchConfig:
+                  prune_rate: float = SearchConfig.prune_rate,
+                  stages: int | None = None) -> SearchConfig:
     return SearchConfig(stages=stages or profile.stages, prune_rate=prune_rate, pruner=pruner,
                         train=default_train_config(arch, **profile.train_overrides),
                         **profile.search_overrides)
@@ -111,9 +119,6 @@ def _complete(root: Path, arch: str, runs: int, stages: int) -> bool:
 def _check_setup(root: Path, arch: str, cfg: SearchConfig) -> None:
     """Stored runs of another setup must not pass for this profile's (even when complete,
     so that no search, and no check of the store, would run)."""
-    from lth_core.config import to_dict
-    from lth_core.store import StoreError, setup_difference
-
     store = ResultsStore(root)
     stored = store.read_search(arch)
     if stored is None:
@@ -133,7 +138,7 @@ def ensure_results(
     archs: list[str] | None = None,
     runs: int | None = None,
     stages: int | None = None,
-    prune_rate: float = 0.16,
+    prune_rate: float = SearchConfig.prune_rate,
     pruner: str = "lamp",
     device: str = "auto",
     workers: int | None = None,
@@ -186,7 +191,7 @@ def results_to_show(
     *,
     results: str | os.PathLike = "results",
     stages: int | None = None,
-    prune_rate: float = 0.16,
+    prune_rate: float = SearchConfig.prune_rate,
     prefer: bool = True,
     search_root: str | os.PathLike = "results",
 ):
@@ -194,8 +199,6 @@ def results_to_show(
     architecture replaced by a larger stored set of the same setup under ``search_root``
     (relative: to the repository) when the project has one (``sources.best_available``).
     Returns a ``sources.Shown``."""
-    from .sources import best_available
-
     search_root = Path(search_root)
     if not search_root.is_absolute():
         search_root = REPO_ROOT / search_root
@@ -242,10 +245,6 @@ def _compute(prof: Profile, archs: list[str], spec: str, root: Path, runs: int, 
 def provenance_table(df: pd.DataFrame) -> pd.DataFrame:
     """Where each architecture's numbers came from, read from the records themselves
     (architectures by size, then pruners in the order met)."""
-    import json
-
-    from lth_core.models import by_size
-
     rows = []
     order = {a: i for i, a in enumerate(by_size(df["arch"]))}
     groups = sorted(df.groupby(["arch", "pruner"], sort=False),
@@ -271,39 +270,3 @@ def provenance_table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def deviations(df: pd.DataFrame) -> list[str]:
-    """Every way the results in ``df`` depart from the paper's protocol, from the records."""
-    import json
-
-    from lth_core.models import by_size
-
-    from .sources import is_synthetic
-
-    out = ["Training recipe chosen by us (the paper gives none): see the recipe column."]
-    archs = by_size(df["arch"])
-    runs = df.groupby("arch")["run"].nunique()
-    stages = df.groupby("arch")["stage"].max() + 1
-    for what, per_arch, paper in (("runs", runs, 50), ("stages (K)", stages, 5)):
-        by_value: dict[int, list[str]] = {}
-        for arch in archs:
-            if per_arch[arch] != paper:
-                by_value.setdefault(int(per_arch[arch]), []).append(arch)
-        for value, names in by_value.items():
-            out.append(f"{value} {what} instead of the paper's {paper}: {', '.join(names)}.")
-    absent = [a for a in ARCHITECTURES if a not in set(df["arch"])]
-    if absent:
-        out.append("Architectures not computed at this budget: " + ", ".join(absent) + ".")
-    names = set(df["data_name"])
-    if any(is_synthetic(n) for n in names):
-        out.append(f"Data: {', '.join(sorted(names))} instead of CIFAR-10: synthetic data "
-                   "tests the machinery and measures nothing about the paper's claims.")
-    elif "cifar10" not in names:
-        out.append(f"Data: {', '.join(sorted(names))} instead of the original CIFAR-10 "
-                   "(the JPEG copy's pixels differ slightly).")
-    rates = {json.loads(c)["prune_rate"] for c in df["config"].unique()}
-    if rates != {0.16}:
-        out.append(f"Prune rate {sorted(rates)} instead of 0.16.")
-    out.append("LeNet-5 has 62,006 parameters (the paper's 61K is the one-channel classic).")
-    out.append("LTS uses the printed definition mean A_gain(Best Sparse) x SR; the paper's "
-               "own LTS column does not follow from its other columns.")
-    return out

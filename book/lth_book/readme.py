@@ -8,24 +8,32 @@ indentation of its begin marker. Run it after committing new records, and commit
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
+
+from lth_core.analysis.metrics import complete_runs, table2
+from lth_core.store import load_results
+
+from . import noise, width_report
+from .formats import name
+from .paper import PAPER_PROTOCOL, paper_table2
 from .profiles import REPO_ROOT
+from .stats import proportion_ci
+from .trajectory_scale import RESULT, load, scale_paragraph
 
 README = REPO_ROOT / "README.md"
 
 
 def _width(results: Path | None) -> str:
-    from .width import readme_section
-
-    return readme_section(results)
+    return width_report.readme_section(results)
 
 
 def _trajectory_scale(results: Path | None) -> str:
-    from .trajectory_scale import RESULT, load, scale_paragraph
-
     path = RESULT if results is None else Path(results) / RESULT.relative_to(RESULT.parents[1])
     record = load(path)
     if record is None:
@@ -36,14 +44,6 @@ def _trajectory_scale(results: Path | None) -> str:
 
 def _lenet5(results: Path | None) -> str:
     """LeNet-5's row of Table 2 from every complete CPU run, runs 0-2 and the paper's."""
-    import pandas as pd
-
-    from lth_core.analysis.metrics import complete_runs, table2
-    from lth_core.store import load_results
-
-    from .paper import paper_table2
-    from .stats import proportion_ci
-
     root = REPO_ROOT / "results" if results is None else Path(results)
     if not (root / "lenet5").is_dir():
         return "No LeNet-5 records stored yet (`results/lenet5/`)."
@@ -68,13 +68,14 @@ def _lenet5(results: Path | None) -> str:
         [f"{paper['sr']:.0f} %"]
     table["LTS (printed definition)"] = [f"{r['lts']:.2f}" for r in cols.values()] + \
         [f"{paper['lts']:.2f} (printed)"]
-    out = pd.DataFrame(table, index=[*cols, "paper (50 runs)"]).T.rename_axis("LeNet-5")
+    out = pd.DataFrame(table, index=[*cols, f"paper ({PAPER_PROTOCOL.runs} runs)"]).T.rename_axis(
+        name("lenet5"))
     out = out.reset_index()
     r = cols[f"ours ({len(runs)} runs)"]
     k, n = round(r["sr"] * r["n_runs"] / 100), int(r["n_runs"])
     lo, hi = proportion_ci(k, n)
     unfinished = left.get("lenet5", 0)
-    return (f"Complete runs: {n} of the paper's 50 (runs {runs[0]}-{runs[-1]}"
+    return (f"Complete runs: {n} of the paper's {PAPER_PROTOCOL.runs} (runs {runs[0]}-{runs[-1]}"
             + (f"; {unfinished} more unfinished, not counted" if unfinished else "") + ").\n\n"
             + out.to_markdown(index=False)
             + f"\n\nThe exact (Clopper-Pearson) 95 % interval of the {n}-run success rate is "
@@ -82,9 +83,7 @@ def _lenet5(results: Path | None) -> str:
 
 
 def _noise(results: Path | None) -> str:
-    from .noise import readme_section
-
-    return readme_section(results)
+    return noise.readme_section(results)
 
 
 # Block name -> its text from a results folder (None: the repository's results/).
@@ -158,9 +157,6 @@ def write_readme(path: str | os.PathLike = README, results: str | os.PathLike | 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m lth_book.readme [FILE]``: rewrite the generated blocks; exit 2 on bad input."""
-    import argparse
-    import sys
-
     parser = argparse.ArgumentParser(prog="python -m lth_book.readme",
                                      description="Rewrite the README's generated blocks "
                                                  "from the stored results (computes nothing).")

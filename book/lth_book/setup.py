@@ -6,7 +6,7 @@ orders the architectures by size and sets matplotlib up. It displays nothing, so
 cell can be left off the page; the chapter shows what it needs through the returned object:
 ``ch.df`` (the records shown), ``ch.archs`` (by size), ``ch.t2`` (Table 2 of them),
 ``ch.sources_markdown()``, ``ch.figure(fig, caption)`` (numbered, captioned figures),
-``ch.slider(...)``, ``ch.md(text)`` and ``ch.findings`` (the verdicts of `tables.findings`).
+``ch.slider(...)``, ``ch.md(text)`` and ``ch.findings`` (the verdicts of `findings.findings`).
 
 ``ch.slider`` shows the live ipywidgets slider only where a reader's kernel runs behind the
 page (JupyterLab): ``book/build.py`` sets ``STATIC_BOOK_ENV`` for the kernels papermill runs,
@@ -23,6 +23,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from lth_core.analysis.metrics import table2
+from lth_core.config import SearchConfig
+from lth_core.models import ARCHITECTURES, by_size
+
+from .display import stage_slider
+from .findings import findings, verdict_markdown
+from .formats import NOT_COMPUTED, name, styled
+from .paper import PAPER_PROTOCOL, paper_table2
+from .plots import figure_to_png_base64
 from .profiles import (
     DEFAULT_PROFILE,
     REPO_ROOT,
@@ -69,8 +78,6 @@ def _matplotlib() -> None:
 
 def figure_html(fig, number: int, caption: str) -> str:
     """A figure as HTML: the PNG inline and "Figure N: caption" under it."""
-    from .plots import figure_to_png_base64
-
     text = f"Figure {number}: {caption}"
     png = figure_to_png_base64(fig, dpi=FIGURE_DPI)
     return (f'<figure class="lth-figure" id="figure-{number}" style="margin: 1em 0;">'
@@ -88,7 +95,7 @@ class Page:
     results_dir: Path
     data: str | None = None
     device: str = "auto"
-    prune_rate: float = 0.16
+    prune_rate: float = SearchConfig.prune_rate
     _numbers: dict[str, int] = field(default_factory=dict, repr=False)
 
     @property
@@ -116,16 +123,12 @@ class Page:
         """A stage slider as a numbered figure: pre-rendered frames (what the static book can
         show) and, in a live kernel (`live_widgets`), the ipywidgets slider redrawing
         ``draw(stage)``."""
-        from .display import stage_slider
-
         stage_slider(draw, stages, caption, slider_id, widget=live_widgets(),
                      caption=f"Figure {self.number(slider_id)}: {caption}")
 
     def table(self, sty) -> None:
-        """Display a table (a `tables.styled` Styler or a DataFrame, in the book's formats)."""
+        """Display a table (a `formats.styled` Styler or a DataFrame, in the book's formats)."""
         from IPython.display import display
-
-        from .tables import styled
 
         display(styled(sty) if isinstance(sty, pd.DataFrame) else sty)
 
@@ -152,28 +155,20 @@ class Chapter(Page):
     @cached_property
     def t2(self) -> pd.DataFrame:
         """Table 2 (`metrics.table2`) of the records shown, architectures by size."""
-        from lth_core.analysis.metrics import table2
-
         return table2(self.df, order=self.archs)
 
     @cached_property
     def paper(self) -> pd.DataFrame:
         """The paper's Table 2 as printed (`paper.paper_table2`)."""
-        from .paper import paper_table2
-
         return paper_table2()
 
     @cached_property
     def findings(self) -> pd.DataFrame:
-        """One verdict per claim of the paper (`tables.findings`) on the records shown."""
-        from .tables import findings
-
+        """One verdict per claim of the paper (`findings.findings`) on the records shown."""
         return findings(self.df)
 
     def verdict(self, *ids: str) -> None:
-        """Display the verdicts of these claims (ids of `tables.CLAIMS`) with their rules."""
-        from .tables import verdict_markdown
-
+        """Display the verdicts of these claims (ids of `findings.CLAIMS`) with their rules."""
         self.md(verdict_markdown(self.findings, ids))
 
     def sources_markdown(self) -> str:
@@ -186,10 +181,6 @@ class Chapter(Page):
 
     def budget_markdown(self) -> str:
         """One paragraph: the budget shown against the paper's (from the records)."""
-        from lth_core.models import ARCHITECTURES
-
-        from .tables import NOT_COMPUTED, name
-
         df = self.df
         runs = df.groupby("arch")["run"].nunique()
         stages = df.groupby("arch")["stage"].max() + 1
@@ -199,7 +190,8 @@ class Chapter(Page):
                 f"Shown: {shown}.")
         if absent:
             text += f" {NOT_COMPUTED.capitalize()}: {', '.join(absent)}."
-        return text + " The paper: 7 architectures, 50 runs each, K = 5."
+        return text + (f" The paper: {len(ARCHITECTURES)} architectures, {PAPER_PROTOCOL.runs} "
+                       f"runs each, K = {PAPER_PROTOCOL.stages}.")
 
     def baselines(self) -> dict[str, pd.DataFrame]:
         """LAMP and, where the profile has them, magnitude and random pruning on the same
@@ -227,17 +219,18 @@ def _label(path: Path) -> str:
 
 def chapter(profile: str | None = None, data: str | None = None,
             results_dir: str | os.PathLike | None = None, archs: list[str] | None = None,
-            runs: int | None = None, stages: int | None = None, prune_rate: float = 0.16,
-            device: str = "auto", prefer_stored: bool = True,
+            runs: int | None = None, stages: int | None = None,
+            prune_rate: float | None = None, device: str = "auto",
+            prefer_stored: bool = True,
             stored_results: str | os.PathLike = "results") -> Chapter:
     """Set a chapter up from its parameters (the notebooks' ``parameters`` cell).
 
     ``profile`` None: the book's default; ``results_dir`` None: the profile's folder;
     relative paths are from the repository.
     ``prefer_stored``: show a larger stored set of the same setup under ``stored_results``.
+    ``prune_rate`` None: lth_core's default (``SearchConfig.prune_rate``).
     """
-    from lth_core.models import by_size
-
+    prune_rate = SearchConfig.prune_rate if prune_rate is None else prune_rate
     prof = get_profile(profile or DEFAULT_PROFILE)
     root = _results_path(prof, results_dir)
     _matplotlib()
@@ -252,9 +245,10 @@ def chapter(profile: str | None = None, data: str | None = None,
 
 def page(profile: str | None = None, data: str | None = None,
          results_dir: str | os.PathLike | None = None, device: str = "auto",
-         prune_rate: float = 0.16) -> Page:
+         prune_rate: float | None = None) -> Page:
     """Set up a page that computes its own results (e.g. the user-model chapter)."""
     prof = get_profile(profile or DEFAULT_PROFILE)
     _matplotlib()
     return Page(profile=prof, results_dir=_results_path(prof, results_dir), data=data,
-                device=device, prune_rate=prune_rate)
+                device=device,
+                prune_rate=SearchConfig.prune_rate if prune_rate is None else prune_rate)

@@ -26,11 +26,13 @@ DIGITS = 9  # statistics are compared at this many decimals (equal in theory: a 
 # Fewer successes than this: a mean over successes gets no interval ("too few"); with 2
 # values a percentile bootstrap returns their range, with 4 it still cannot leave it.
 MIN_FOR_INTERVAL = 5
+ALPHA = 0.05  # the level of every test the book reports (its verdicts' rules say which tail)
+LEVEL = 0.95  # the confidence level of every interval the book prints
 ALTERNATIVES = ("two-sided", "less", "greater")
 _METHODS = {"exact": "exact", "clopper-pearson": "exact", "wilson": "wilson"}
 
 
-def proportion_ci(k: int, n: int, level: float = 0.95,
+def proportion_ci(k: int, n: int, level: float = LEVEL,
                   method: str = "exact") -> tuple[float, float]:
     """Interval of a success rate k/n (fractions), from `scipy.stats.binomtest`.
 
@@ -55,7 +57,7 @@ def binom_p(k: int, n: int, p: float, alternative: str = "greater") -> float:
     return float(st.binomtest(int(k), int(n), p, alternative=alternative).pvalue)
 
 
-def mean_ci(values: Sequence[float] | np.ndarray, level: float = 0.95) -> tuple[float, float]:
+def mean_ci(values: Sequence[float] | np.ndarray, level: float = LEVEL) -> tuple[float, float]:
     """Student-t interval of a mean of the finite values (NaN with fewer than 2).
 
     Honest with a handful of runs, where a percentile bootstrap cannot leave their range.
@@ -157,7 +159,7 @@ def bootstrap_distribution(data: tuple, statistic: Callable, n_resamples: int = 
     return np.asarray(res.bootstrap_distribution, dtype=float)
 
 
-def percentile_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+def percentile_ci(values: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
     """Percentile interval of a bootstrap distribution, its finite values only (NaN if none)."""
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
@@ -167,7 +169,7 @@ def percentile_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float
     return float(lo), float(hi)
 
 
-def bootstrap_mean_ci(values: Sequence[float] | np.ndarray, level: float = 0.95,
+def bootstrap_mean_ci(values: Sequence[float] | np.ndarray, level: float = LEVEL,
                       n_boot: int = 4000, seed: int = 0,
                       min_n: int = MIN_FOR_INTERVAL) -> tuple[float, float]:
     """Percentile bootstrap interval of a mean; NaN with fewer than ``min_n`` finite values,

@@ -33,8 +33,18 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from lth_core.analysis.trajectory import arc_pairs, curve_length, output_arc, project_2d
+from lth_core.config import SearchConfig, default_train_config
+from lth_core.data import load_data, normalize
+from lth_core.engine.seeding import derive_seed
+from lth_core.engine.stage import init_model, run_seed
+from lth_core.engine.train import evaluate, resolve_device, train_stage
+from lth_core.models import build
+from lth_core.provenance import provenance
+from lth_core.pruning import apply_masks, lamp_masks
 from lth_core.store import atomic_write_bytes
 
+from .paper import paper_table2
 from .profiles import REPO_ROOT, SHARED_DATA
 
 RESULT = REPO_ROOT / "results" / "trajectory-scale" / "lengths.json"
@@ -70,8 +80,6 @@ def unit_pairs(shape: tuple[int, ...], n_pairs: int, seed: int) -> Tensor:
 
 def measure(model: nn.Module, arcs: dict[str, Tensor], n_points: int) -> dict[str, float]:
     """Mean length over each arc set's pairs, for every definition (one forward per pair)."""
-    from lth_core.analysis.trajectory import curve_length, output_arc, project_2d
-
     sums: dict[str, list[float]] = {key(*d): [] for d in _definitions() if d[0] in arcs}
     for arc_name, pairs in arcs.items():
         for pair in pairs:
@@ -88,9 +96,6 @@ def _train(model: nn.Module, arch: str, data, epochs: int | None, masks, seed: i
            log: Callable[[str], None]) -> dict[str, Any]:
     """Train one stage of ``arch``'s recipe (``epochs`` caps it), measuring at ``at_epochs``;
     the model ends with its best-validation weights, as a search's stage does."""
-    from lth_core.config import default_train_config
-    from lth_core.engine.train import evaluate, train_stage
-
     overrides = {} if epochs is None else {"max_epochs": epochs}
     cfg = default_train_config(arch, **overrides)
     by_epoch: dict[str, dict[str, float]] = {}
@@ -124,16 +129,6 @@ def compute(out: str | os.PathLike = RESULT, data_spec: str | None = None,
     LeNet-5 trains its full recipe unless ``lenet_epochs`` caps it (tests do). Only ``archs``
     are computed; the others are kept from the record already at ``out``, if any (each
     model's entry carries its own provenance)."""
-    from lth_core.analysis.trajectory import arc_pairs
-    from lth_core.config import SearchConfig, default_train_config
-    from lth_core.data import load_data, normalize
-    from lth_core.engine.seeding import derive_seed
-    from lth_core.engine.stage import init_model, run_seed
-    from lth_core.engine.train import resolve_device
-    from lth_core.models import build
-    from lth_core.provenance import provenance
-    from lth_core.pruning import apply_masks, lamp_masks
-
     torch.set_num_threads(threads)
     device = resolve_device("auto")
     data = load_data(data_spec or str(SHARED_DATA))
@@ -189,15 +184,11 @@ def load(path: str | os.PathLike = RESULT) -> dict[str, Any] | None:
 
 
 def _paper_dense() -> dict[str, float]:
-    from .paper import paper_table2
-
     t = paper_table2()
     return {a: float(t.loc[a, "dense_traj_mean"]) for a in ("lenet5", "resnet32")}
 
 
 def _paper_tl_gain_lenet5() -> tuple[float, float]:
-    from .paper import paper_table2
-
     row = paper_table2().loc["lenet5"]
     return float(row["best_sparse_tl_gain_mean"]), float(row["best_sparse_tl_gain_std"])
 
@@ -336,8 +327,6 @@ def display_table(record: dict[str, Any]) -> pd.DataFrame:
 
 def provenance_markdown(record: dict[str, Any]) -> str:
     """Where the numbers come from, from the record itself."""
-    from lth_core.config import default_train_config
-
     models = record["models"]
     le, re = models["lenet5"]["dense"], models["resnet32"]["dense"]
     where = []

@@ -1,0 +1,451 @@
+"""The width study on the page and in the README: its tables, figure and sentences.
+
+Everything here presents numbers computed by `width` (records, per-width summary, trends,
+the null) and `width_power`; the chapter (``book/width.ipynb``) and the README's "Size alone"
+block (`readme_section`) call it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from lth_core.models import WIDTH_FAMILY, WIDTH_PARAM_COUNTS
+
+from .claims import sr_statement, too_few
+from .formats import ci, frac, num, pct, styled
+from .formats import pm as _pm
+from .stats import ALPHA, LEVEL, spearman
+from .width import (
+    CPU_RUNS,
+    MIN_RUNS,
+    MIN_WIDTHS,
+    STATS,
+    WIDTHS,
+    load_width,
+    width_null,
+    width_summary,
+    width_trend,
+)
+from .width_power import MAX_RUNS, width_power
+
+_UNITS = {"lts": "", "sr": " points", "a_gain": " %", "a_gain_sigma": ""}
+
+
+_NAMES = {"sr": "SR", "a_gain": "Best Sparse A_gain", "lts": "LTS",
+          "tl_gain": "Best Sparse TL_gain",
+          "a_gain_sigma": "Best Sparse A_gain in units of the width's own dense spread"}
+
+
+def _setup(g: pd.DataFrame) -> list[tuple[str, str]]:
+    """The distinct (config, data checksum) pairs of some records, config without the fields
+    that may differ between runs of one study (stages asked for, CUDA graphs)."""
+    out = []
+    for cfg, data in g[["config", "data_checksum"]].drop_duplicates().itertuples(index=False):
+        c = json.loads(cfg) if isinstance(cfg, str) else {}
+        c.pop("stages", None)
+        c.get("train", {}).pop("cuda_graphs", None)
+        out.append((json.dumps(c, sort_keys=True), str(data)))
+    return sorted(set(out))
+
+
+def _diff(a: dict, b: dict, prefix: str = "") -> str:
+    for k in sorted(set(a) | set(b)):
+        if a.get(k) != b.get(k):
+            if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
+                return _diff(a[k], b[k], f"{prefix}{k}.")
+            return f"{prefix}{k}: {b.get(k)!r} instead of {a.get(k)!r}"
+    return ""
+
+
+def setup_notes(df: pd.DataFrame) -> list[str]:
+    """Sentences naming every width whose records depart from the study's setup (the recipe
+    and data of most records), and the hardware when it differs between widths; empty when
+    all widths share one setup and machine type."""
+    if df.empty or "config" not in df.columns:
+        return []
+    setups = {a: _setup(g) for a, g in df.groupby("arch", sort=False)}
+    counts: dict[tuple[str, str], int] = {}
+    for a, g in df.groupby("arch", sort=False):
+        for s in setups[a]:
+            counts[s] = counts.get(s, 0) + len(g)
+    ref = max(counts, key=counts.get)
+    notes = []
+    for a in [w for w in WIDTHS if w in setups]:
+        for cfg, data in setups[a]:
+            if (cfg, data) == ref:
+                continue
+            why = "other data" if data != ref[1] else _diff(json.loads(ref[0]), json.loads(cfg))
+            notes.append(f"{a}: records of another setup than the rest of the study ({why}).")
+    if "device" in df.columns:
+        hw = {a: "; ".join(sorted(g["device"].astype(str).unique()))
+              for a, g in df.groupby("arch", sort=False)}
+        if len(set(hw.values())) > 1:
+            notes.append("Hardware differs between widths (" + "; ".join(
+                f"{a}: {hw[a]}" for a in WIDTHS if a in hw) + "): same recipe and data, but "
+                "CPUs may round differently, so single runs are not bit-identical across them.")
+    return notes
+
+
+def width_statements(summary: pd.DataFrame, level: float = LEVEL) -> list[str]:
+    """One plain sentence per width of a `width_summary` table."""
+    out = []
+    for arch, r in summary.iterrows():
+        head = f"Width {frac(r['width'])} ({arch}, {int(r['params']):,} parameters): "
+        if r["complete_runs"] == 0:
+            extra = (f" ({int(r['incomplete_runs'])} run(s) in progress)"
+                     if r["incomplete_runs"] else "")
+            out.append(head + f"not computed yet{extra}.")
+            continue
+        text = head + sr_statement(int(r["n_success"]), int(r["complete_runs"]), level)
+        if r["n_success"]:
+            std = "" if math.isnan(r["a_gain_std"]) else f" ± {r['a_gain_std']:.2f}"
+            boot = (f" (mean's {100 * level:.0f} % bootstrap interval {r['a_gain_lo']:.2f} to "
+                    f"{r['a_gain_hi']:.2f})" if math.isfinite(r["a_gain_lo"]) else
+                    " (too few successes for an interval of the mean)"
+                    if too_few(int(r["n_success"])) else "")
+            text += (f" Best Sparse A_gain {r['a_gain_mean']:.2f}{std} %{boot}, "
+                     f"LTS {r['lts']:.2f}"
+                     + (f" ({100 * level:.0f} % CI {r['lts_lo']:.2f} to {r['lts_hi']:.2f})"
+                        if math.isfinite(r["lts_lo"]) else "") + ".")
+        if r["status"] == "not enough runs":
+            text += " Not enough runs to count in the trend."
+        out.append(text)
+    return out
+
+
+def trend_rule(t: dict) -> str:
+    """The rule of a `width.width_trend` result, from the constants it applies."""
+    return (f"A width counts when it has at least {t['min_runs']} complete runs, the test when "
+            f"at least {MIN_WIDTHS} widths count. \"Smaller models benefit more\" is supported "
+            f"when the per-run {_NAMES[t['stat']]} falls with log parameter count with a "
+            f"two-sided permutation p below {t['alpha']:g}, contradicted when it rises with such "
+            "a p, and not shown otherwise.")
+
+
+def trend_verdict(t: dict) -> str:
+    """A `width.width_trend` result in one or two sentences: its status and numbers."""
+    what = _NAMES[t["stat"]]
+    widths = t["widths"]
+    left = ", ".join(f"{w} ({c} complete)" for w, c in t["left_out"].items())
+    if t["status"] == "not enough runs":
+        return (f"Not enough runs: the trend of {what} needs at least {MIN_WIDTHS} widths "
+                f"with {t['min_runs']} or more complete runs; "
+                + (f"only {' and '.join(widths)} {'has' if len(widths) == 1 else 'have'}"
+                   " them" if widths else "none has them")
+                + (f" (short: {left})." if left else "."))
+    head = {"supported": f"Supported: {what} falls with model size",
+            "contradicted": f"Contradicted: {what} rises with model size",
+            "not shown": f"Not shown: {what} does not change with size beyond run-to-run "
+                         "noise"}[t["status"]]
+    rho = "undefined (no order)" if not math.isfinite(t["rho"]) else f"{t['rho']:.2f}"
+    return (f"{head} ({t['slope']:+.3g} per tenfold increase in parameters, two-sided "
+            f"permutation p = {t['p_value']:.3g} over {t['n_runs']} runs of {len(widths)} "
+            f"widths; Spearman rho of the per-width values with log size {rho})."
+            + (f" Left out, fewer than {t['min_runs']} complete runs: {left}." if left else ""))
+
+
+def runs_needed_text(power: dict) -> str:
+    """"about 148", or "more than 1,024" where the search for the runs needed stopped."""
+    n = power["runs_needed"]
+    return f"more than {MAX_RUNS:,}" if n == math.inf else f"about {n:,}"
+
+
+def power_statement(power: dict) -> str:
+    """The power of the study against the paper's own trend, in sentences."""
+    if not math.isfinite(power["power"]):
+        return ("Too few widths with complete runs to say what trend this study could see.")
+    pct = lambda p: f"{100 * p:.0f} %"
+    what = {"lts": "LTS (SR × mean Best Sparse A_gain, as we compute it)",
+            "a_gain": "Best Sparse A_gain", "sr": "SR"}[power["stat"]]
+    unit = _UNITS.get(power["stat"], "")
+    b, d = power["slope"], power["detectable"]
+    small = (f"is {d:.2f}{unit} per tenfold, {d / abs(b):.1f} times the paper's"
+             if math.isfinite(d) else "is more than 64 times the paper's")
+    return (f"Across its seven architectures, the paper's {what} changes by {b:+.2f}{unit} per "
+            f"tenfold increase in parameters. At our widths' own run-to-run spread and "
+            f"{'/'.join(map(str, power['n']))} "
+            f"{'successful ' if power['stat'] in ('a_gain', 'tl_gain') else ''}runs, a trend "
+            f"that size would be found "
+            f"(two-sided permutation p < {power['alpha']:g}, in {power['n_sim']} simulated "
+            f"studies) with probability "
+            f"{pct(power['power'])}; the smallest trend found with probability "
+            f"{pct(power['target'])} {small}. Finding the paper's trend with probability "
+            f"{pct(power['target'])} "
+            f"would take {runs_needed_text(power)} complete runs per width "
+            f"(at the paper's 50: {pct(power['power_50'])}).")
+
+
+def _tick(name: str) -> str:
+    p = WIDTH_PARAM_COUNTS[name]
+    return f"{p / 1000:.1f}K\n×{WIDTH_FAMILY[name]:g}"
+
+
+def fig_width(summary: pd.DataFrame, stats: tuple[str, ...] = ("sr", "a_gain", "lts"),
+              paper_lenet5: dict[str, float] | None = None,
+              paper_slopes: dict[str, float] | None = None) -> Figure:
+    """Each statistic against parameter count (log x), one panel each, with error bars:
+    SR's exact binomial interval, A_gain and TL_gain ± std, LTS's t interval. Hollow points:
+    widths with too few complete runs to count; widths with none are left out. ``paper_lenet5``
+    ({stat: value}) marks the paper's LeNet-5 row at 61K for reference; ``paper_slopes``
+    ({stat: change per tenfold}, `paper_slope`) draws the paper's trend through our width 1."""
+    fig = Figure(figsize=(3.3 * len(stats), 3.0), layout="constrained")
+    axes = fig.subplots(1, len(stats), squeeze=False).ravel()
+    shown = summary[summary["complete_runs"] > 0]
+    for ax, stat in zip(axes, stats, strict=True):
+        ax.set_xscale("log")
+        ax.set_xticks([WIDTH_PARAM_COUNTS[w] for w in WIDTHS], [_tick(w) for w in WIDTHS])
+        ax.minorticks_off()
+        ax.set_xlim(WIDTH_PARAM_COUNTS[WIDTHS[0]] / 1.6, WIDTH_PARAM_COUNTS[WIDTHS[-1]] * 1.6)
+        ax.set_xlabel("parameters (width)")
+        ax.set_ylabel(STATS[stat])
+        if shown.empty:
+            ax.text(0.5, 0.5, "not computed yet", ha="center", va="center",
+                    transform=ax.transAxes, color="0.4")
+            continue
+        col = {"sr": "sr", "a_gain": "a_gain_mean", "lts": "lts",
+               "tl_gain": "tl_gain_mean"}[stat]
+        x, yv = shown["params"].to_numpy(float), shown[col].to_numpy(float)
+        if stat in ("sr", "lts"):
+            err = np.vstack([yv - shown[f"{stat}_lo"].to_numpy(float),
+                             shown[f"{stat}_hi"].to_numpy(float) - yv])
+        else:
+            err = shown[f"{stat}_std"].to_numpy(float)
+        err = np.nan_to_num(err)
+        ax.plot(x, yv, color="C0", lw=0.8, alpha=0.6)
+        ok = (shown["status"] == "ok").to_numpy()
+        for mask, face in ((ok, "C0"), (~ok, "white")):
+            if mask.any():
+                e = err[:, mask] if err.ndim == 2 else err[mask]
+                ax.errorbar(x[mask], yv[mask], yerr=e, fmt="o", color="C0",
+                            markerfacecolor=face, capsize=3)
+        for xi, yi, n in zip(x, yv, shown["complete_runs"], strict=True):
+            if math.isfinite(yi):
+                ax.annotate(f"n={n}", (xi, yi), textcoords="offset points", xytext=(5, 5),
+                            fontsize=7, color="0.3")
+        if paper_slopes and stat in paper_slopes and "lenet5" in shown.index:
+            x1, y1 = WIDTH_PARAM_COUNTS["lenet5"], float(shown.loc["lenet5", col])
+            xs = np.array(ax.get_xlim())
+            ax.plot(xs, y1 + paper_slopes[stat] * np.log10(xs / x1), ls="--", color="0.5",
+                    lw=1, label="paper's trend, through width 1")
+        if paper_lenet5 and stat in paper_lenet5:
+            ax.plot([61_000], [paper_lenet5[stat]], marker="s", color="0.5", ls="none",
+                    label="paper, LeNet-5")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    return fig
+
+
+def noise_statement(null: pd.DataFrame, trends: dict[str, dict], alpha: float = ALPHA) -> str:
+    """Can the data tell "smaller models benefit more" from "smaller models are noisier"?
+
+    ``trends`` holds `width_trend` results for "a_gain" and "a_gain_sigma". If the gain falls
+    with size but the gain in units of each width's own spread does not, the fall is what noise
+    alone predicts (a ticket is the best of K-1 noisy stages, so its gain scales with the
+    spread); if both fall, size matters beyond noise.
+    """
+    if null.empty or len(null) < MIN_WIDTHS:
+        return ("Too few widths with complete runs to relate the gain to each width's own "
+                "run-to-run spread.")
+    order = null.sort_values("params")
+    spreads = ", ".join(f"{r.noise_pct:.2f} % ({int(r.params):,} parameters)"
+                        for r in order.itertuples())
+    rho = spearman(np.log10(order["params"].to_numpy(float)), order["noise_pct"].to_numpy(float))
+    beyond = [w for w, r in order.iterrows() if r["p_a_gain"] < alpha]
+    text = (f"Run-to-run spread of the dense accuracy, relative to its mean (the unit of "
+            f"A_gain): {spreads}; Spearman rho with size {rho:.2f}. ")
+    text += (f"The measured Best Sparse A_gain is beyond what that noise alone gives "
+             f"(one-sided p < {alpha:g}) at {len(beyond)} of {len(order)} widths"
+             + (f" ({', '.join(beyond)})" if beyond else "") + ". ")
+    for what, col in (("SR", "p_sr_below"), ("Best Sparse A_gain", "p_a_gain_below")):
+        below = [w for w, r in order.iterrows() if r.get(col, math.nan) < alpha]
+        if below:  # the tail a test of "beyond noise" does not look at
+            text += (f"The measured {what} is below what noise alone gives (the other tail, "
+                     f"one-sided p < {alpha:g}) at {len(below)} of {len(order)} widths "
+                     f"({', '.join(below)}). ")
+    raw, scaled = trends.get("a_gain", {}), trends.get("a_gain_sigma", {})
+    tested = all(t.get("status") not in (None, "not enough runs") for t in (raw, scaled))
+    if not tested:
+        return text + "Not enough runs to test either trend."
+    b_raw, b_scaled = (round(t["slope"], 2) + 0.0 for t in (raw, scaled))  # no "-0.00"
+    text += (f"Best Sparse A_gain changes by {b_raw:+.2f} % per tenfold increase in "
+             f"parameters (two-sided permutation p = {raw['p_value']:.3g}); in units of each "
+             f"width's own spread, by {b_scaled:+.2f} (p = {scaled['p_value']:.3g}). ")
+    if raw["status"] == "supported" and scaled["status"] != "supported":
+        text += ("A_gain falls with size, but the gain in units of each width's own spread "
+                 "does not: the fall is what noise alone predicts, so our data cannot credit it "
+                 "to size.")
+    elif raw["status"] == "supported":
+        text += ("A_gain falls with size even in units of each width's own spread: size "
+                 "matters beyond the noise.")
+    elif raw["slope"] < 0 and scaled["p_value"] > raw["p_value"]:
+        text += ("A_gain tends to fall with size, though not beyond run-to-run noise at this "
+                 "number of runs, and the tendency weakens in units of each width's own "
+                 "spread: what our data show is what noise alone predicts, and they cannot "
+                 "tell the two apart.")
+    else:
+        text += "A_gain does not fall with size, so there is no fall for the noise to explain."
+    return text
+
+
+def summary_table(summary: pd.DataFrame):
+    """`summary_frame` as the book's HTML table."""
+    return styled(summary_frame(summary), caption="The width study, per width (complete runs "
+                  "only; n/a: not computed, or no successful run)")
+
+
+def summary_markdown(summary: pd.DataFrame) -> str:
+    """`summary_frame` as a Markdown table (for the README)."""
+    f = summary_frame(summary).astype(str)
+    lines = ["| " + " | ".join(f.columns) + " |", "|" + "---|" * len(f.columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in f.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def summary_frame(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per width, in the paper's units: accuracy and gains to 2 decimals, SR as a whole
+    percent, mean ± std in one cell, intervals beside."""
+    def pm(mean: float, std: float) -> str:  # one run has no std; none has no mean
+        return "n/a" if not math.isfinite(mean) else num(mean) if not math.isfinite(std) \
+            else _pm(mean, std)
+
+    def with_ci(value: str, lo: float, hi: float, fmt=num) -> str:
+        return value if not (math.isfinite(lo) and math.isfinite(hi)) else \
+            f"{value} ({ci(lo, hi, fmt)})"
+
+    rows = []
+    for _, r in summary.iterrows():
+        rows.append({
+            "width": frac(r["width"]), "parameters": f"{int(r['params']):,}",
+            "complete runs": int(r["complete_runs"]),
+            "dense test acc. (%)": pm(r["dense_test_acc_mean"], r["dense_test_acc_std"]),
+            "SR (95 % exact)": with_ci(pct(r["sr"]), r["sr_lo"], r["sr_hi"], pct),
+            "Best Sparse A_gain (%)": pm(r["a_gain_mean"], r["a_gain_std"]),
+            "A_gain mean, 95 % bootstrap": (f"too few ({int(r['n_success'])})"
+                                            if 0 < r["n_success"] and too_few(r["n_success"])
+                                            else ci(r["a_gain_lo"], r["a_gain_hi"])),
+            "LTS (95 % t)": with_ci(num(r["lts"]), r["lts_lo"], r["lts_hi"]),
+            "Best Sparse TL_gain (%)": pm(r["tl_gain_mean"], r["tl_gain_std"])})
+    return pd.DataFrame(rows)
+
+
+def null_table(null: pd.DataFrame):
+    """Measured SR and A_gain per width beside what noise at its own spread gives."""
+    rows = [{"width": frac(WIDTH_FAMILY[w]), "runs": int(r["n_runs"]),
+             "dense spread (% of mean)": r["noise_pct"],
+             "SR: ours / noise": f"{pct(r['sr_measured'])} / {pct(r['sr_null'])}",
+             "p (SR)": num(r["p_sr"], 3),
+             "p (SR below)": num(r["p_sr_below"], 3),
+             "A_gain (%): ours / noise": f"{num(r['a_gain_measured'])} / "
+                                         f"{num(r['a_gain_null'])}",
+             "p (A_gain)": num(r["p_a_gain"], 3),
+             "p (A_gain below)": num(r["p_a_gain_below"], 3),
+             "A_gain, noise-free dense": r["a_gain_null_dense"]}
+            for w, r in null.iterrows()]
+    return styled(pd.DataFrame(rows), caption="Null model per width: searches where pruning "
+                  "changes nothing, at each width's own run-to-run spread (exchangeable: the "
+                  "dense accuracy as noisy as the others; the last column takes it as "
+                  "noise-free); p: one-sided, of ours at or above the exchangeable null, and "
+                  "(below) at or under it")
+
+
+def verdict_markdown(trends: dict[str, dict], null: pd.DataFrame,
+                     power: dict | None = None) -> str:
+    """The chapter's verdict on claim (a) within one family, with its numbers and rule;
+    ``power`` (`width_power` of LTS) says what a "not shown" is worth."""
+    main = trends["lts"]
+    text = [f"**{trend_verdict(main)}**", f"Rule: {trend_rule(main)}"]
+    status = main["status"]
+    if status == "not enough runs":
+        text.append("So far the width study cannot confirm or refute the paper's claim that "
+                    "smaller models benefit more from ticket search; the verdict updates as "
+                    "runs complete.")
+    elif status == "supported":
+        noise = trends.get("a_gain_sigma", {}).get("status")
+        text.append("Within one architecture, size alone reproduces the paper's direction: "
+                    "the narrower LeNet-5s gain more from ticket search"
+                    + ("." if noise == "supported" else
+                       ", though the gain in units of each width's own noise does not fall, "
+                       "so noise alone may explain it."))
+    elif status == "contradicted":
+        text.append("Within one architecture, size alone goes against the paper's direction: "
+                    "the wider LeNet-5s gain more from ticket search.")
+    else:
+        text.append("Within one architecture, changing size alone does not produce the "
+                    "paper's trend beyond what run-to-run noise explains at this number of "
+                    "runs; the trend across the paper's architectures may come from their "
+                    "other differences, or be too small to see with these runs.")
+        if power is not None and math.isfinite(power["power"]):
+            text.append(
+                f"That is not evidence of absence: a trend as large as the paper's own "
+                f"({power['slope']:+.2f} LTS per tenfold increase in parameters) would be "
+                f"found here with probability {100 * power['power']:.0f} %, and finding it "
+                f"with probability {100 * power['target']:.0f} % would take "
+                f"{runs_needed_text(power)} complete runs per width.")
+    counts = sorted(set(main["n"]))
+    runs = (f"{counts[0]}" if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
+            ) if counts else "no"
+    text.append("Caveats: one architecture family, one data set, our recipe (the paper gives "
+                f"none), and {runs} complete runs per width where the paper ran 50.")
+    return "\n\n".join(text)
+
+
+def width_finding(results: str | os.PathLike | None = None, n_perm: int = 10_000,
+                  seed: int = 0) -> dict[str, str]:
+    """The findings page's row for claim (a) within one family: {ours, detail, status}."""
+    df = load_width(results)
+    summary = width_summary(df)
+    t = width_trend(df, "lts", n_perm=n_perm, seed=seed)
+    detail = [f"{frac(r['width'])} ({int(r['params']):,} parameters): LTS {r['lts']:.2f}, "
+              f"SR {r['sr']:.0f} % over {int(r['complete_runs'])} runs"
+              for _, r in summary.iterrows() if r["complete_runs"] > 0]
+    power = width_power(df, "lts")
+    ours = trend_verdict(t)
+    if t["status"] == "not shown" and math.isfinite(power["power"]):
+        ours += (f" Power against a trend as large as the paper's "
+                 f"({power['slope']:+.2f} per tenfold, simulated permutation test): "
+                 f"{100 * power['power']:.0f} %; {runs_needed_text(power)} runs per width "
+                 f"would give "
+                 f"{100 * power['target']:.0f} %.")
+    return {"ours": ours, "detail": detail, "status": t["status"]}
+
+
+def readme_section(results: str | os.PathLike | None = None, n_perm: int = 10_000,
+                   seed: int = 0) -> str:
+    """The README's "Size alone" block (`lth_book.readme`), every number from the stored
+    study: run counts, per-width table (`summary_markdown`), trends, the noise statement
+    and the verdict."""
+    df = load_width(results)
+    summary = width_summary(df)
+    trends = {k: width_trend(df, k, n_perm=n_perm, seed=seed)
+              for k in ("lts", "sr", "a_gain", "a_gain_sigma")}
+    null = width_null(df)
+    done = summary["complete_runs"]
+    runs = ", ".join(f"{frac(r.width)}: {int(r.complete_runs)}" for r in summary.itertuples())
+    text = [f"Complete runs per width: {runs} (target {CPU_RUNS}; {int(done.sum())} in all).",
+            summary_markdown(summary)]
+    lts = trends["lts"]
+    if lts["status"] != "not enough runs":  # else the verdict says why there is no trend
+        p = lts["params"]
+        parts = [f"{_NAMES[k]} {t['slope']:+.{0 if k == 'sr' else 2}f}{_UNITS[k]} per tenfold "
+                 f"increase (p = {t['p_value']:.2g})"
+                 for k, t in trends.items() if k != "a_gain_sigma"]
+        beyond = [_NAMES[k] for k, t in trends.items()
+                  if k != "a_gain_sigma" and t["status"] in ("supported", "contradicted")]
+        text.append(
+            f"Trend with log parameter count (two-sided permutation test over runs, "
+            f"{len(p)} widths with at least {MIN_RUNS} complete runs, {p[0]:,} to {p[-1]:,} "
+            f"parameters, {p[-1] / p[0]:.0f}x): " + "; ".join(parts) + ". "
+            + ("No trend is beyond run-to-run noise." if not beyond else
+               f"Beyond run-to-run noise: {', '.join(beyond)}."))
+    text.append(noise_statement(null, trends))
+    power = width_power(df, "lts")
+    text.append(power_statement(power))
+    text.append("Verdict on claim (a) within one family: "
+                + verdict_markdown(trends, null, power))
+    return "\n\n".join(text)
