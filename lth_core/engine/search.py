@@ -44,6 +44,7 @@ from lth_core.engine.stage import (
 from lth_core.engine.train import resolve_device
 from lth_core.provenance import code_patch, git_commit
 from lth_core.store import ResultsStore, check_name, load_results
+from lth_core.ticket import KEEP, keep_selected
 
 HEARTBEAT_S = 60.0  # how often the driver refreshes the locks of the runs it holds
 
@@ -227,9 +228,9 @@ class _Driver:
     executor, write what comes back, until every run is done. One loop for every engine."""
 
     def __init__(self, ctx: StageContext, executor: Any, size: int, bar: tqdm,
-                 checkpoint: bool):
+                 checkpoint: bool, keep_weights: str = "none"):
         self.ctx, self.executor, self.size, self.bar = ctx, executor, size, bar
-        self.checkpoint = checkpoint
+        self.checkpoint, self.keep_weights = checkpoint, keep_weights
         self.report = SearchReport([], [], {}, ctx.name)
         self.inflight: dict[Any, _Group] = {}
         self.groups: list[_Group] = []
@@ -254,12 +255,17 @@ class _Driver:
         todo = [(k, st) for k, st in todo if k is not None]
         if not todo:
             self.report.finished += [st.run for st in group.states]
+            if self.keep_weights == "best":
+                for st in group.states:
+                    keep_selected(self.ctx.store, self.ctx.name, st.run)
             group.locks.close()
             self.groups.remove(group)
             return
         k = min(k for k, _ in todo)
         group.current = [st for j, st in todo if j == k]
-        handle = self.executor.submit([st.job(k) for st in group.current], group.population)
+        keep = self.keep_weights != "none"
+        handle = self.executor.submit([st.job(k, keep) for st in group.current],
+                                      group.population)
         self.inflight[handle] = group
 
     def fail(self, group: _Group, st: RunState, message: str) -> None:
@@ -320,6 +326,7 @@ def run_search(
     population: int | None = 1,
     workers: int | None = None,
     ray: str | None = None,
+    keep_weights: str = "none",
     progress: bool = True,
 ) -> SearchReport:
     """Run (or resume) ticket search for ``runs`` of ``model_fn``; say what happened. The
@@ -332,6 +339,10 @@ def run_search(
     - ``ray``: Ray tasks of one stage ("local" starts Ray here or joins ``RAY_ADDRESS``;
       else a cluster's address); ``device`` is the cluster's.
 
+    ``keep_weights``: ``none`` (the protocol's: records and masks only), ``best`` (each
+    finished run's Best Sparse and Sparsest Matching tickets' trained weights, chosen as
+    Table 2 chooses), ``all`` (every stage's); ``lth_core.load_ticket`` loads them.
+
     ``name`` (default: the model's class name) names the search's folder and, with the
     run index, seeds each run. Runs held by another process (a live lock) are skipped; a run
     that diverges is reported and the others go on. Every finished stage is in the store.
@@ -343,6 +354,8 @@ def run_search(
         raise ValueError("runs must be >= 1")
     if population is not None and population < 1:
         raise ValueError(f"population must be >= 1, got {population}")
+    if keep_weights not in KEEP:
+        raise ValueError(f"keep_weights must be one of {', '.join(KEEP)}, got {keep_weights!r}")
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     many = workers is not None and workers > 1
@@ -375,7 +388,8 @@ def run_search(
         bar.set_description(name)
         ctx = StageContext(model_fn, data, evaluation_pairs(data, name, cfg), cfg, name, store)
         size = executor.start(ctx, len(run_ids), population)
-        report = _Driver(ctx, executor, size, bar, executor.checkpoints).run(run_ids)
+        report = _Driver(ctx, executor, size, bar, executor.checkpoints,
+                         keep_weights).run(run_ids)
         if report.finished:
             store.declare_stages(name, cfg.stages)
         return report
