@@ -391,5 +391,5 @@ def test_workers_against_another_setup_exit_2_with_the_setup_message(tmp_path, c
                                                                     batch_size=100))
     with pytest.raises(StoreError, match="another setup"):  # refused before any worker starts
         run_search(functools.partial(build, "lenet5"), load_data("synthetic:300:100"), cfg,
-                   runs=[1, 2], results=root, workers=2)
+                   name="lenet5", runs=[1, 2], results=root, workers=2)
     assert _files(root) == before

@@ -43,6 +43,7 @@ from lth_core.engine.stage import (
 )
 from lth_core.engine.train import resolve_device
 from lth_core.provenance import code_patch, git_commit
+from lth_core.pruning import prunable_weights
 from lth_core.store import ResultsStore, check_name, load_results
 from lth_core.ticket import KEEP, keep_selected
 
@@ -94,23 +95,54 @@ def check_model(model: nn.Module, data: Dataset) -> None:
                          f"num_classes={len(data.classes)}))")
 
 
+class Materialised:
+    """A model factory whose lazy modules (``nn.LazyLinear``, ...) get their shapes from one
+    forward pass of ``example`` in eval mode right after construction, so every run's
+    theta_init is made (under its seed) before training. Pickles when ``model_fn`` does."""
+
+    def __init__(self, model_fn: Callable[[], nn.Module], example: Tensor):
+        self.model_fn, self.example = model_fn, example
+
+    def __call__(self) -> nn.Module:
+        model = self.model_fn()
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            model(self.example)
+        return model.train(was_training)
+
+
+def _has_lazy(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.lazy.LazyModuleMixin)
+               and m.has_uninitialized_params() for m in model.modules())
+
+
 def prepare_search(model_fn: Callable[[], nn.Module], data: Dataset, cfg: SearchConfig,
-                   name: str | None, results: str | Path,
-                   device_type: str | None = None) -> tuple[ResultsStore, str]:
+                   name: str | None, results: str | Path, device_type: str | None = None,
+                   ) -> tuple[ResultsStore, str, Callable[[], nn.Module]]:
     """Everything a search checks before it trains: the config, the model against the data,
     the name (default: the model's class name) and the results folder's setup (recorded
-    when new). Bad input raises ValueError (StoreError for the folder) before anything is
+    when new); the factory to search with (``Materialised`` when the model has lazy
+    modules). Bad input raises ValueError (StoreError for the folder) before anything is
     written, except a new folder's ``search.json``."""
     cfg.validate()
     model = init_model(model_fn, 0)
     if not isinstance(model, nn.Module):
         raise ValueError(f"the model factory returned {type(model).__name__}, not an nn.Module")
+    if _has_lazy(model):
+        model_fn = Materialised(model_fn, normalize(data.test.images[:2], data.mean, data.std))
+        try:
+            model = init_model(model_fn, 0)
+        except Exception as err:  # the model's failure, in one line
+            raise ValueError(f"the model's lazy modules cannot take the data's images: "
+                             f"{type(err).__name__}: {' '.join(str(err).split())}") from None
     name = check_name(type(model).__name__ if name is None else name)
     check_model(model, data)
+    prunable_weights(model)  # a weight pruning cannot hold at zero: one line, now
     store = ResultsStore(results)
     store.check_search(name, search_meta(name, cfg, data, model), stages=cfg.stages,
                        device_type=device_type)
-    return store, name
+    return store, name, model_fn
 
 
 def evaluation_pairs(data: Dataset, name: str, cfg: SearchConfig) -> Tensor:
@@ -382,8 +414,8 @@ def run_search(
                 executor = WorkerExecutor(workers, model_fn)
             else:
                 executor = LocalExecutor(dev, bar)
-        store, name = prepare_search(model_fn, data, cfg, name, results,
-                                     device_type=executor.device_type())
+        store, name, model_fn = prepare_search(model_fn, data, cfg, name, results,
+                                               device_type=executor.device_type())
         store.write_code_patch(name, code_patch())  # the code of a dirty checkout
         bar.set_description(name)
         ctx = StageContext(model_fn, data, evaluation_pairs(data, name, cfg), cfg, name, store)

@@ -27,7 +27,7 @@ from lth_core.engine.population import Member, train_population_stage
 from lth_core.engine.seeding import derive_seed
 from lth_core.engine.train import StageOutcome, TrainingDiverged, evaluate, train_stage
 from lth_core.provenance import provenance
-from lth_core.pruning import PRUNERS, Masks, density, full_masks
+from lth_core.pruning import PRUNERS, Masks, apply_masks, density, full_masks
 from lth_core.store import ResultsStore
 
 TrainState = dict[str, Any]  # an interrupted stage's training state (``train_stage``'s)
@@ -175,6 +175,7 @@ def compute_stage(model_fn: Callable[[], nn.Module], data: Dataset, pairs: Tenso
     else:
         for (_, job, _), mb in zip(ready, members, strict=True):
             model.load_state_dict(mb.state)
+            apply_masks(model, mb.masks)  # a tied weight's other names: masked too
             hook = (lambda st, job=job: on_epoch(job, st)) if on_epoch and job.new else None
             try:
                 outcomes.append(train_stage(model, mb.masks, data, cfg.train, seed=mb.seed,
