@@ -20,6 +20,7 @@ _EXPORTS = {
     "lamp_masks": "lth_core.pruning",
     "lamp_scores": "lth_core.pruning",
     "load_results": "lth_core.store",
+    "load_ticket": "lth_core.ticket",
     "magnitude_masks": "lth_core.pruning",
     "random_masks": "lth_core.pruning",
     "run_search": "lth_core.engine.search",
@@ -36,6 +37,7 @@ __all__ = [
     "lamp_masks",
     "lamp_scores",
     "load_results",
+    "load_ticket",
     "magnitude_masks",
     "random_masks",
     "run_search",
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
     from lth_core.models import ARCHITECTURES, build
     from lth_core.pruning import PRUNERS, lamp_masks, lamp_scores, magnitude_masks, random_masks
     from lth_core.store import load_results
+    from lth_core.ticket import load_ticket
 
 
 def __getattr__(name: str) -> Any:

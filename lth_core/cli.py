@@ -1,5 +1,6 @@
-"""``lth`` command line: ``lth search`` runs (or resumes) ticket search, ``lth report`` prints
-Table 2 of the paper from stored results. Bad input gives one line on stderr and exit code 2.
+"""``lth`` command line: ``lth search`` runs (or resumes) ticket search, ``lth ticket``
+exports a run's ticket as a model, ``lth report`` prints Table 2 of the paper from stored
+results. Bad input gives one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -110,10 +111,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="train on Ray, one task per stage: alone, Ray starts on this machine "
                         "(or joins RAY_ADDRESS); with ADDRESS, join that cluster")
+    s.add_argument("--keep-weights", choices=["none", "best", "all"], default="none",
+                   help="also store trained weights: each run's Best Sparse and Sparsest "
+                        "Matching tickets (best) or every stage's (all); for lth ticket")
     s.add_argument("--no-progress", action="store_true")
     from lth_core.config import SearchConfig
 
     add_config_flags(s, SearchConfig, "ticket search")
+
+    t = sub.add_parser("ticket", help="export a run's ticket as a model", allow_abbrev=False)
+    t.add_argument("--results", default="results")
+    t.add_argument("--arch", required=True, help="the search's name (an architecture)")
+    t.add_argument("--run", type=_typed(int), required=True)
+    t.add_argument("--stage", default="best",
+                   help="best (Best Sparse), sparsest (Sparsest Matching) or a stage number")
+    t.add_argument("--out", required=True, help="file to write")
+    t.add_argument("--format", choices=["state_dict", "prune", "onnx"], default="state_dict",
+                   help="state_dict: {'state_dict', 'masks'}; prune: the model with "
+                        "torch.nn.utils.prune masks (torch.load(..., weights_only=False)); "
+                        "onnx: needs the onnx package")
+    t.add_argument("--select-on", choices=["test", "val"], default="test",
+                   help="the accuracy that chooses best and sparsest (as lth report)")
+    t.add_argument("--data", default=None,
+                   help="data to retrain the stage on when its weights were not kept")
+    t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
 
     r = sub.add_parser("report", help="print Table 2 from stored results", allow_abbrev=False)
     r.add_argument("--results", default="results")
@@ -158,7 +179,8 @@ def _search(args: argparse.Namespace) -> int:
                                 runs=range(args.first_run, args.first_run + args.runs),
                                 results=args.results, device=args.device,
                                 population=args.population, workers=args.workers,
-                                ray=args.ray, progress=not args.no_progress)
+                                ray=args.ray, keep_weights=args.keep_weights,
+                                progress=not args.no_progress)
         except WorkerError as err:
             print(f"error: {arch}: {err}", file=sys.stderr)
             failed += 1
@@ -171,6 +193,30 @@ def _search(args: argparse.Namespace) -> int:
                   file=sys.stderr)
     print(f"results in {args.results}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _ticket(args: argparse.Namespace) -> int:
+    """``lth ticket``: a stored stage's model, written in one of three forms; its density and
+    its record's accuracies on stdout."""
+    from lth_core.data import DataSpecError, load_data
+    from lth_core.pruning import density
+    from lth_core.store import StoreError
+    from lth_core.ticket import export_ticket, load_ticket
+
+    stage: str | int = args.stage
+    if isinstance(stage, str) and stage.isdigit():
+        stage = int(stage)
+    try:
+        data = load_data(args.data) if args.data else None
+        model, masks, rec = load_ticket(args.results, args.arch, args.run, stage, data=data,
+                                        device=args.device, select_on=args.select_on)
+        export_ticket(model, masks, args.out, args.format)
+    except (DataSpecError, StoreError, ValueError) as err:
+        return _fail(str(err))
+    print(f"{args.arch} run {args.run} stage {rec['stage']}: density {density(masks):.4f}, "
+          f"test accuracy {rec['test_acc']:.2f} %, validation {rec['val_acc']:.2f} % "
+          f"(its record); written to {args.out} ({args.format})")
+    return 0
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -224,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = build_parser().parse_args(argv)
         except SystemExit as exc:
             return int(exc.code or 0)
-        return _search(args) if args.command == "search" else _report(args)
+        return {"search": _search, "ticket": _ticket, "report": _report}[args.command](args)
     except KeyboardInterrupt:
         print("interrupted; finished stages are kept and the search resumes from its last "
               "checkpoint", file=sys.stderr)

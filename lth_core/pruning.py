@@ -19,12 +19,24 @@ Masks = dict[str, Tensor]
 def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
     """The weights that ticket search prunes: every Conv2d and Linear weight, by parameter name.
 
-    Biases and BatchNorm parameters are never pruned (as in LAMP's reference code).
+    Biases and BatchNorm parameters are never pruned (as in LAMP's reference code). A tensor
+    shared by several modules (tied weights) is one weight, under the name
+    ``named_parameters`` gives it, with one mask. A weight computed from others (a
+    parametrisation such as ``weight_norm``) cannot be held at zero: ValueError, one line.
     """
-    out = {}
+    out: dict[str, nn.Parameter] = {}
+    seen: set[int] = set()
     for mod_name, mod in model.named_modules():
         if isinstance(mod, nn.Conv2d | nn.Linear):
-            out[f"{mod_name}.weight" if mod_name else "weight"] = mod.weight
+            name = f"{mod_name}.weight" if mod_name else "weight"
+            w = mod.weight
+            if not isinstance(w, nn.Parameter):
+                raise ValueError(f"{name} is computed from other tensors (a parametrisation "
+                                 "such as weight_norm), so pruning cannot hold it at zero; "
+                                 "remove the parametrisation to search this model")
+            if id(w) not in seen:
+                seen.add(id(w))
+                out[name] = w
     return out
 
 

@@ -483,11 +483,23 @@ class ResultsStore:
             return None
 
     def read_init(self, arch: str, run: int) -> dict[str, Any] | None:
+        """The run's initial-weights checksum (``init.json``), or None when there is none or,
+        with a warning naming the file, when it is damaged (it is then rewritten from the
+        regenerated weights, so that run's earlier stages go unchecked: the warning says so)."""
         path = self.run_dir(arch, run) / "init.json"
+        if not path.exists():
+            return None
         try:
-            return json.loads(path.read_text()) if path.exists() else None
+            info = json.loads(path.read_text())
+            if not isinstance(info, dict) or not isinstance(info.get("theta_init_sha256"), str):
+                raise ValueError("no theta_init_sha256")
+            return info
         except (ValueError, OSError) as err:
-            _warn_corrupt(path, err)
+            warnings.warn(f"ignoring damaged {path} ({type(err).__name__}: {err}); it is "
+                          "rewritten from "
+                          f"the weights regenerated from the run's seed, unchecked against "
+                          "those its stored stages started from", CorruptRecordWarning,
+                          stacklevel=2)
             return None
 
     def write_init(self, arch: str, run: int, info: dict[str, Any]) -> None:

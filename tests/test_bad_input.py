@@ -393,3 +393,70 @@ def test_workers_against_another_setup_exit_2_with_the_setup_message(tmp_path, c
         run_search(functools.partial(build, "lenet5"), load_data("synthetic:300:100"), cfg,
                    name="lenet5", runs=[1, 2], results=root, workers=2)
     assert _files(root) == before
+
+
+# -- models that "any nn.Module" covers -------------------------------------------------------
+class Tied(nn.Module):
+    """A linear layer whose weight is shared by a second one (b.weight = a.weight)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(3 * 32 * 32, 3 * 32 * 32 // 64, bias=False)
+        self.mid = nn.Linear(3 * 32 * 32 // 64, 3 * 32 * 32, bias=False)
+        self.b = nn.Linear(3 * 32 * 32, 3 * 32 * 32 // 64, bias=False)
+        self.b.weight = self.a.weight
+        self.head = nn.Linear(3 * 32 * 32 // 64, 10)
+
+    def forward(self, x):
+        return self.head(self.b(self.mid(self.a(x.flatten(1)))))
+
+
+class Lazy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Sequential(nn.LazyLinear(32), nn.ReLU(), nn.Linear(32, 10))
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+def test_tied_weights_are_one_weight_with_one_mask(tmp_path, data):
+    from lth_core.pruning import prunable_weights
+
+    assert list(prunable_weights(Tied())) == ["a.weight", "mid.weight", "head.weight"]
+    df = ticket_search(Tied, data, quick(3), results=tmp_path, progress=False)
+    model = Tied()
+    n = sum(w.numel() for w in prunable_weights(model).values())
+    assert df["n_weights"].iloc[0] == n  # the shared tensor counted once
+    assert df["density"].round(4).tolist() == [1.0, 0.84, round(0.84 ** 2, 4)]
+
+
+def test_lazy_modules_are_materialised_under_each_runs_seed(tmp_path, data):
+    df = ticket_search(Lazy, data, quick(2), runs=2, results=tmp_path, progress=False)
+    assert len(df) == 4 and df["n_weights"].iloc[0] == 3 * 32 * 32 * 32 + 32 * 10
+    inits = {json.loads((tmp_path / "Lazy" / f"run-00{r}" / "init.json").read_text())
+             ["theta_init_sha256"] for r in (0, 1)}
+    assert len(inits) == 2  # each run its own initial weights
+
+
+def test_a_parametrised_weight_is_refused_in_one_line_before_writing(tmp_path, data):
+    from torch.nn.utils.parametrizations import weight_norm
+
+    def normed():
+        return nn.Sequential(nn.Flatten(), weight_norm(nn.Linear(3 * 32 * 32, 10)))
+
+    with pytest.raises(ValueError, match="weight_norm") as err:
+        run_search(normed, data, quick(), name="normed", results=tmp_path, progress=False)
+    assert "\n" not in str(err.value)
+    assert not list(tmp_path.rglob("*.json"))
+
+
+@pytest.mark.parametrize("damage", ["null", "{}", "not json"])
+def test_a_damaged_init_json_is_reported_by_name(tmp_path, data, damage):
+    run_search(Tiny, data, quick(1), results=tmp_path, progress=False)
+    init = tmp_path / "Tiny" / "run-000" / "init.json"
+    good = init.read_text()
+    init.write_text(damage)
+    with pytest.warns(CorruptRecordWarning, match="init.json"):
+        run_search(Tiny, data, quick(2), results=tmp_path, progress=False)
+    assert json.loads(init.read_text()) == json.loads(good)  # rewritten: same seed, same weights

@@ -43,7 +43,9 @@ from lth_core.engine.stage import (
 )
 from lth_core.engine.train import resolve_device
 from lth_core.provenance import code_patch, git_commit
+from lth_core.pruning import prunable_weights
 from lth_core.store import ResultsStore, check_name, load_results
+from lth_core.ticket import KEEP, keep_selected
 
 HEARTBEAT_S = 60.0  # how often the driver refreshes the locks of the runs it holds
 
@@ -93,23 +95,54 @@ def check_model(model: nn.Module, data: Dataset) -> None:
                          f"num_classes={len(data.classes)}))")
 
 
+class Materialised:
+    """A model factory whose lazy modules (``nn.LazyLinear``, ...) get their shapes from one
+    forward pass of ``example`` in eval mode right after construction, so every run's
+    theta_init is made (under its seed) before training. Pickles when ``model_fn`` does."""
+
+    def __init__(self, model_fn: Callable[[], nn.Module], example: Tensor):
+        self.model_fn, self.example = model_fn, example
+
+    def __call__(self) -> nn.Module:
+        model = self.model_fn()
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            model(self.example)
+        return model.train(was_training)
+
+
+def _has_lazy(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.lazy.LazyModuleMixin)
+               and m.has_uninitialized_params() for m in model.modules())
+
+
 def prepare_search(model_fn: Callable[[], nn.Module], data: Dataset, cfg: SearchConfig,
-                   name: str | None, results: str | Path,
-                   device_type: str | None = None) -> tuple[ResultsStore, str]:
+                   name: str | None, results: str | Path, device_type: str | None = None,
+                   ) -> tuple[ResultsStore, str, Callable[[], nn.Module]]:
     """Everything a search checks before it trains: the config, the model against the data,
     the name (default: the model's class name) and the results folder's setup (recorded
-    when new). Bad input raises ValueError (StoreError for the folder) before anything is
+    when new); the factory to search with (``Materialised`` when the model has lazy
+    modules). Bad input raises ValueError (StoreError for the folder) before anything is
     written, except a new folder's ``search.json``."""
     cfg.validate()
     model = init_model(model_fn, 0)
     if not isinstance(model, nn.Module):
         raise ValueError(f"the model factory returned {type(model).__name__}, not an nn.Module")
+    if _has_lazy(model):
+        model_fn = Materialised(model_fn, normalize(data.test.images[:2], data.mean, data.std))
+        try:
+            model = init_model(model_fn, 0)
+        except Exception as err:  # the model's failure, in one line
+            raise ValueError(f"the model's lazy modules cannot take the data's images: "
+                             f"{type(err).__name__}: {' '.join(str(err).split())}") from None
     name = check_name(type(model).__name__ if name is None else name)
     check_model(model, data)
+    prunable_weights(model)  # a weight pruning cannot hold at zero: one line, now
     store = ResultsStore(results)
     store.check_search(name, search_meta(name, cfg, data, model), stages=cfg.stages,
                        device_type=device_type)
-    return store, name
+    return store, name, model_fn
 
 
 def evaluation_pairs(data: Dataset, name: str, cfg: SearchConfig) -> Tensor:
@@ -227,9 +260,9 @@ class _Driver:
     executor, write what comes back, until every run is done. One loop for every engine."""
 
     def __init__(self, ctx: StageContext, executor: Any, size: int, bar: tqdm,
-                 checkpoint: bool):
+                 checkpoint: bool, keep_weights: str = "none"):
         self.ctx, self.executor, self.size, self.bar = ctx, executor, size, bar
-        self.checkpoint = checkpoint
+        self.checkpoint, self.keep_weights = checkpoint, keep_weights
         self.report = SearchReport([], [], {}, ctx.name)
         self.inflight: dict[Any, _Group] = {}
         self.groups: list[_Group] = []
@@ -254,12 +287,17 @@ class _Driver:
         todo = [(k, st) for k, st in todo if k is not None]
         if not todo:
             self.report.finished += [st.run for st in group.states]
+            if self.keep_weights == "best":
+                for st in group.states:
+                    keep_selected(self.ctx.store, self.ctx.name, st.run)
             group.locks.close()
             self.groups.remove(group)
             return
         k = min(k for k, _ in todo)
         group.current = [st for j, st in todo if j == k]
-        handle = self.executor.submit([st.job(k) for st in group.current], group.population)
+        keep = self.keep_weights != "none"
+        handle = self.executor.submit([st.job(k, keep) for st in group.current],
+                                      group.population)
         self.inflight[handle] = group
 
     def fail(self, group: _Group, st: RunState, message: str) -> None:
@@ -320,6 +358,7 @@ def run_search(
     population: int | None = 1,
     workers: int | None = None,
     ray: str | None = None,
+    keep_weights: str = "none",
     progress: bool = True,
 ) -> SearchReport:
     """Run (or resume) ticket search for ``runs`` of ``model_fn``; say what happened. The
@@ -332,6 +371,10 @@ def run_search(
     - ``ray``: Ray tasks of one stage ("local" starts Ray here or joins ``RAY_ADDRESS``;
       else a cluster's address); ``device`` is the cluster's.
 
+    ``keep_weights``: ``none`` (the protocol's: records and masks only), ``best`` (each
+    finished run's Best Sparse and Sparsest Matching tickets' trained weights, chosen as
+    Table 2 chooses), ``all`` (every stage's); ``lth_core.load_ticket`` loads them.
+
     ``name`` (default: the model's class name) names the search's folder and, with the
     run index, seeds each run. Runs held by another process (a live lock) are skipped; a run
     that diverges is reported and the others go on. Every finished stage is in the store.
@@ -343,6 +386,8 @@ def run_search(
         raise ValueError("runs must be >= 1")
     if population is not None and population < 1:
         raise ValueError(f"population must be >= 1, got {population}")
+    if keep_weights not in KEEP:
+        raise ValueError(f"keep_weights must be one of {', '.join(KEEP)}, got {keep_weights!r}")
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     many = workers is not None and workers > 1
@@ -369,13 +414,14 @@ def run_search(
                 executor = WorkerExecutor(workers, model_fn)
             else:
                 executor = LocalExecutor(dev, bar)
-        store, name = prepare_search(model_fn, data, cfg, name, results,
-                                     device_type=executor.device_type())
+        store, name, model_fn = prepare_search(model_fn, data, cfg, name, results,
+                                               device_type=executor.device_type())
         store.write_code_patch(name, code_patch())  # the code of a dirty checkout
         bar.set_description(name)
         ctx = StageContext(model_fn, data, evaluation_pairs(data, name, cfg), cfg, name, store)
         size = executor.start(ctx, len(run_ids), population)
-        report = _Driver(ctx, executor, size, bar, executor.checkpoints).run(run_ids)
+        report = _Driver(ctx, executor, size, bar, executor.checkpoints,
+                         keep_weights).run(run_ids)
         if report.finished:
             store.declare_stages(name, cfg.stages)
         return report

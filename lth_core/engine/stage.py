@@ -27,7 +27,7 @@ from lth_core.engine.population import Member, train_population_stage
 from lth_core.engine.seeding import derive_seed
 from lth_core.engine.train import StageOutcome, TrainingDiverged, evaluate, train_stage
 from lth_core.provenance import provenance
-from lth_core.pruning import PRUNERS, Masks, density, full_masks
+from lth_core.pruning import PRUNERS, Masks, apply_masks, density, full_masks
 from lth_core.store import ResultsStore
 
 TrainState = dict[str, Any]  # an interrupted stage's training state (``train_stage``'s)
@@ -80,7 +80,8 @@ class StageJob:
     """One run's stage to compute. ``new``: the stage has not been reached yet, so its
     pruning makes the next stage's mask (a stage recomputed for a lost record keeps the mask
     already stored); ``init_sha256``: what the regenerated theta_init must hash to (None:
-    the run has not started); ``resume``: the training state of an interrupted stage."""
+    the run has not started); ``resume``: the training state of an interrupted stage;
+    ``keep``: return the trained weights (a ticket to keep)."""
 
     run: int
     stage: int
@@ -88,6 +89,7 @@ class StageJob:
     new: bool = True
     init_sha256: str | None = None
     resume: TrainState | None = None
+    keep: bool = False
 
 
 @dataclass
@@ -103,6 +105,7 @@ class StageResult:
     error: str | None = None  # training diverged: the run stops, the others go on
     init_mismatch: bool = False
     code_patch: bytes | None = None  # the computing checkout's diff, when dirty
+    weights: dict[str, Tensor] | None = None  # the trained stage's state_dict, when kept
 
 
 def measure_stage(model: nn.Module, data: Dataset, pairs: Tensor, cfg: SearchConfig,
@@ -172,6 +175,7 @@ def compute_stage(model_fn: Callable[[], nn.Module], data: Dataset, pairs: Tenso
     else:
         for (_, job, _), mb in zip(ready, members, strict=True):
             model.load_state_dict(mb.state)
+            apply_masks(model, mb.masks)  # a tied weight's other names: masked too
             hook = (lambda st, job=job: on_epoch(job, st)) if on_epoch and job.new else None
             try:
                 outcomes.append(train_stage(model, mb.masks, data, cfg.train, seed=mb.seed,
@@ -191,6 +195,8 @@ def compute_stage(model_fn: Callable[[], nn.Module], data: Dataset, pairs: Tenso
                 seed=derive_seed(seed, "prune", res.stage)).items()}
         res.record = stage_record(name, res.run, res.stage, job.masks, out, measured, cfg,
                                   data, device, model)
+        if job.keep:
+            res.weights = {k: v.detach().cpu().clone() for k, v in out.state.items()}
         if res.run < cfg.hidden_runs:
             x0, x1 = pairs[0].to(device)
             res.hidden = hidden_trajectories(model, x0, x1, cfg.hidden_arc_points)
@@ -200,7 +206,7 @@ def compute_stage(model_fn: Callable[[], nn.Module], data: Dataset, pairs: Tenso
 def write_stage(store: ResultsStore, name: str, res: StageResult) -> None:
     """The one writer of a computed stage: refuse other initial weights, then init.json (the
     run's first stage), the mask before the record (a record means its mask is stored), the
-    record, hidden arcs. Raises InitMismatch."""
+    record, kept weights, hidden arcs. Raises InitMismatch."""
     stored = store.read_init(name, res.run)
     if res.init_mismatch or (stored is not None and stored.get("theta_init_sha256")
                              != res.init["theta_init_sha256"]):
@@ -215,6 +221,8 @@ def write_stage(store: ResultsStore, name: str, res: StageResult) -> None:
     if res.mask is not None:
         store.write_mask(name, res.run, res.stage, res.mask)
     store.write_record(res.record)
+    if res.weights is not None:
+        store.write_ticket(name, res.run, res.stage, res.weights)
     if res.hidden is not None:
         store.write_hidden(name, res.run, res.stage, res.hidden)
     store.heartbeat(name, res.run)
@@ -262,13 +270,13 @@ class RunState:
             self.masks[k] = m
         return self.masks[k]
 
-    def job(self, k: int) -> StageJob:
+    def job(self, k: int, keep: bool = False) -> StageJob:
         if self._mask(k) is None:
             raise RuntimeError(f"{self.name} run {self.run}: the mask of stage {k} is not "
                                "stored; delete the run's later records to recompute it")
         new = k == self.next_stage
         return StageJob(self.run, k, self.masks[k], new, self.init_sha256,
-                        self.train_state if new else None)
+                        self.train_state if new else None, keep)
 
     def advance(self, res: StageResult, checkpoint: bool) -> None:
         """After ``write_stage``: the next stage trains the mask this one produced. With
