@@ -180,6 +180,18 @@ def sweep_temporaries(folder: Path, stale_after: float = 3600.0) -> list[Path]:
     return removed
 
 
+def _load_torch(path: Path) -> Any:
+    """A checkpoint or kept ticket (tensors only), or None when missing or, with a warning
+    naming it, unreadable: it is then recomputed, never trusted."""
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch.load raises many kinds on a damaged file
+        _warn_corrupt(path, err)
+        return None
+
+
 def _warn_corrupt(path: Path, err: Exception) -> None:
     warnings.warn(f"corrupt file {path} ({type(err).__name__}: {err}); it will be recomputed",
                   CorruptRecordWarning, stacklevel=3)
@@ -445,14 +457,7 @@ class ResultsStore:
     def read_ticket(self, arch: str, run: int, stage: int) -> dict[str, torch.Tensor] | None:
         """A kept stage's trained weights, or None when not kept (or, with a warning,
         unreadable)."""
-        path = self.ticket_path(arch, run, stage)
-        if not path.exists():
-            return None
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # an unreadable ticket is retrained, never trusted
-            _warn_corrupt(path, err)
-            return None
+        return _load_torch(self.ticket_path(arch, run, stage))
 
     def keep_tickets(self, arch: str, run: int, stages: set[int]) -> None:
         """Remove the run's kept weights of every stage not in ``stages``."""
@@ -513,14 +518,7 @@ class ResultsStore:
         atomic_write_bytes(self.checkpoint_path(arch, run), buf.getvalue())
 
     def load_checkpoint(self, arch: str, run: int) -> dict[str, Any] | None:
-        path = self.checkpoint_path(arch, run)
-        if not path.exists():
-            return None
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # any unreadable checkpoint is recomputed, never trusted
-            _warn_corrupt(path, err)
-            return None
+        return _load_torch(self.checkpoint_path(arch, run))
 
     # -- locks -------------------------------------------------------------------------------
     @contextmanager
