@@ -431,19 +431,12 @@ def run_search(
             executor.close()
 
 
-def ticket_search(
-    model_fn: Callable[[], nn.Module],
-    data: Dataset,
-    cfg: SearchConfig | None = None,
-    *,
-    name: str | None = None,
-    runs: int | Iterable[int] = 1,
-    results: str | Path = "results",
-    **engine: Any,
-) -> pd.DataFrame:
-    """``run_search`` (its engine options: ``device``, ``population``, ``workers``,
-    ``ray``, ``progress``), then the records of ``name`` (``load_results`` of ``results``);
-    ``name`` defaults to the model's class name."""
-    report = run_search(model_fn, data, cfg, name=name, runs=runs, results=results, **engine)
-    df = load_results(results)
+def ticket_search(model_fn: Callable[[], nn.Module], data: Dataset,
+                  cfg: SearchConfig | None = None, **options: Any) -> pd.DataFrame:
+    """``run_search`` (every option of it: ``name``, ``runs``, ``results``, ``device``,
+    ``population``, ``workers``, ``ray``, ``keep_weights``, ``progress``), then the records
+    of the search (``load_results`` of ``results``); ``name`` defaults to the model's class
+    name."""
+    report = run_search(model_fn, data, cfg, **options)
+    df = load_results(options.get("results", "results"))
     return df[df["arch"] == report.name].reset_index(drop=True)
