@@ -460,3 +460,23 @@ def test_a_damaged_init_json_is_reported_by_name(tmp_path, data, damage):
     with pytest.warns(CorruptRecordWarning, match="init.json"):
         run_search(Tiny, data, quick(2), results=tmp_path, progress=False)
     assert json.loads(init.read_text()) == json.loads(good)  # rewritten: same seed, same weights
+
+
+def test_fields_that_do_not_change_cpu_results_are_not_another_setup(tmp_path, data):
+    """--no-amp and --no-cuda-graphs on a CPU compute what amp and CUDA graphs did there."""
+    run_search(Tiny, data, quick(1), results=tmp_path, device="cpu", progress=False)
+    for train in (dict(amp=False), dict(cuda_graphs=False), dict(amp=False, cuda_graphs=False)):
+        report = run_search(Tiny, data, quick(1, **train), results=tmp_path, device="cpu",
+                            progress=False)
+        assert report.finished == [0]
+    with pytest.raises(StoreError, match="another setup"):  # what does change results
+        run_search(Tiny, data, quick(1, lr=0.07), results=tmp_path, device="cpu",
+                   progress=False)
+    # on a GPU amp is bf16: there it is another setup (the identity, as the store compares it)
+    from lth_core.config import setup_identity, to_dict
+    from lth_core.store import setup_difference
+
+    stored = {"config": setup_identity(to_dict(quick(1)))}
+    wanted = {"config": setup_identity(to_dict(quick(1, amp=False)))}
+    assert setup_difference(stored, wanted, "cpu") is None
+    assert "amp" in setup_difference(stored, wanted, "cuda")
