@@ -279,3 +279,22 @@ def test_real_authors_file():
     assert table.at["pnasnet_b", "a_gain_mean"] == pytest.approx(0.8227, abs=1e-4)
     t = lts_candidates_per_run()
     assert list(t.index[t["reproduces"]]) == ["printed LTS", "(A_gain(BS) + std) x SR/100"]
+
+
+def test_a_page_without_the_authors_file_says_so_once_as_a_note(monkeypatch):
+    import warnings
+
+    from lth_book.authors import MissingAuthorsData
+    from lth_book.setup import _page_warnings
+
+    shown, passed = [], []
+    monkeypatch.setattr("IPython.display.display", lambda *objs, **kw: shown.extend(objs))
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda msg, cat, *a, **k: passed.append(cat)
+        _page_warnings()
+        for _ in range(3):
+            warnings.warn("left out", MissingAuthorsData)
+        warnings.warn("something else", UserWarning)
+    assert len(shown) == 1 and "authors' per-run numbers" in shown[0].data
+    assert passed == [UserWarning]  # other warnings are shown as before

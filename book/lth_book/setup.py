@@ -27,6 +27,7 @@ from lth_core.analysis.metrics import table2
 from lth_core.config import SearchConfig
 from lth_core.models import ARCHITECTURES, by_size
 
+from .authors import MissingAuthorsData, authors_gains_path
 from .display import stage_slider
 from .findings import findings, verdict_markdown
 from .formats import NOT_COMPUTED, name, styled
@@ -74,6 +75,32 @@ def _matplotlib() -> None:
 
     matplotlib.rcParams.update({"figure.dpi": FIGURE_DPI, "savefig.dpi": FIGURE_DPI,
                                 "font.size": 10})
+
+
+def _page_warnings() -> None:
+    """A page built without the authors' per-run file says so once, as a note on the page,
+    instead of a Python warning per comparison left out (a checkout without shared/)."""
+    import warnings
+
+    if getattr(warnings.showwarning, "lth_page", False):
+        return
+    shown = warnings.showwarning
+    said: list[bool] = []
+
+    def show(message, category, *args, **kwargs):
+        if not issubclass(category, MissingAuthorsData):
+            return shown(message, category, *args, **kwargs)
+        if not said:
+            said.append(True)
+            from IPython.display import Markdown, display
+
+            display(Markdown(f"*Note: the authors' per-run numbers "
+                             f"(`{authors_gains_path().name}`) are not on the machine that "
+                             "built this page, so their side of its comparisons is left "
+                             "out.*"))
+
+    show.lth_page = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
 
 
 def figure_html(fig, number: int, caption: str) -> str:
@@ -234,6 +261,7 @@ def chapter(profile: str | None = None, data: str | None = None,
     prof = get_profile(profile or DEFAULT_PROFILE)
     root = _results_path(prof, results_dir)
     _matplotlib()
+    _page_warnings()
     own = ensure_results(prof, results=root, data=data, archs=archs, runs=runs, stages=stages,
                          prune_rate=prune_rate, device=device)
     shown = results_to_show(prof, own, results=root, stages=stages, prune_rate=prune_rate,
@@ -249,6 +277,7 @@ def page(profile: str | None = None, data: str | None = None,
     """Set up a page that computes its own results (e.g. the user-model chapter)."""
     prof = get_profile(profile or DEFAULT_PROFILE)
     _matplotlib()
+    _page_warnings()
     return Page(profile=prof, results_dir=_results_path(prof, results_dir), data=data,
                 device=device,
                 prune_rate=SearchConfig.prune_rate if prune_rate is None else prune_rate)
