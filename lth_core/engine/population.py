@@ -11,6 +11,7 @@ format as a single run's, so either engine can resume the other's runs.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -355,12 +356,25 @@ def population_batches(
 
 @dataclass
 class Member:
-    """One run's stage to train: rewound weights, masks, seed, and an optional resume state."""
+    """One run's stage to train: rewound weights, masks, seed, and an optional resume state.
+
+    ``max_epochs``, when given, is this member's own epoch budget in place of the config's:
+    the length of its learning-rate schedule and its last epoch, as if it were trained alone
+    with ``TrainConfig(max_epochs=...)``; so one population can train one initialisation
+    under several budgets (``benchmarks.calibrate``).
+    """
 
     state: dict[str, Tensor]
     masks: Masks | None
     seed: int
     resume: dict[str, Any] | None = None
+    max_epochs: int | None = None
+
+    def config(self, cfg: TrainConfig) -> TrainConfig:
+        """The recipe this member trains under: ``cfg`` with its own ``max_epochs``."""
+        if self.max_epochs is None or self.max_epochs == cfg.max_epochs:
+            return cfg
+        return dataclasses.replace(cfg, max_epochs=self.max_epochs)  # validated again
 
 
 def train_population_stage(
@@ -377,11 +391,14 @@ def train_population_stage(
 
     Returns, per member, its ``StageOutcome`` or the ``TrainingDiverged`` that stopped it
     (the other members go on). ``on_epoch(member_index, state)`` gets each member's
-    checkpointable state, in ``train_stage``'s format.
+    checkpointable state, in ``train_stage``'s format. A member's ``max_epochs`` (when set)
+    replaces ``cfg.max_epochs`` for it alone: its schedule's length and its last epoch.
     """
     n = len(members)
     results: list[StageOutcome | TrainingDiverged | None] = [None] * n
-    stops = [EarlyStopping.start(cfg, mb.state, mb.resume) for mb in members]
+    cfgs = [mb.config(cfg) for mb in members]
+    stops = [EarlyStopping.start(c, mb.state, mb.resume)
+             for c, mb in zip(cfgs, members, strict=True)]
     active = [i for i in range(n) if not stops[i].done]
     for i in range(n):
         if stops[i].done:
@@ -420,8 +437,8 @@ def train_population_stage(
         batches = population_batches(train_split, cfg.batch_size, mean=data.mean, std=data.std,
                                      device=device, augment=cfg.augment, generators=gens)
         for step, (x, y) in enumerate(batches):
-            lrs = torch.tensor([lr_at(cfg, e * steps_per_epoch + step, steps_per_epoch)
-                                for e in epochs])
+            lrs = torch.tensor([lr_at(cfgs[i], e * steps_per_epoch + step, steps_per_epoch)
+                                for i, e in zip(active, epochs, strict=True)])
             losses = pop.train_step(x, y, lrs)
             loss_sum += losses.double() * y.shape[1]
             n_seen += y.shape[1]
