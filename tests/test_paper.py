@@ -294,7 +294,7 @@ def test_a_page_without_the_authors_file_says_so_once_as_a_note(monkeypatch):
         warnings.showwarning = lambda msg, cat, *a, **k: passed.append(cat)
         _page_warnings()
         for _ in range(3):
-            warnings.warn("left out", MissingAuthorsData)
-        warnings.warn("something else", UserWarning)
+            warnings.warn("left out", MissingAuthorsData, stacklevel=1)
+        warnings.warn("something else", UserWarning, stacklevel=1)
     assert len(shown) == 1 and "authors' per-run numbers" in shown[0].data
     assert passed == [UserWarning]  # other warnings are shown as before
