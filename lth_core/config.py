@@ -74,6 +74,11 @@ class TrainConfig:
     label_smoothing: float = _opt(0.0, "label smoothing of the cross-entropy loss")
     amp: bool = _opt(True, "bf16 on CUDA (ignored on a CPU)")
     cuda_graphs: bool = _opt(True, "population engine on CUDA: replay the step as a CUDA graph")
+    cudnn_benchmark: bool = _opt(False, "CUDA: let cuDNN time its convolution algorithms and "
+                                        "keep the fastest (torch.backends.cudnn.benchmark)")
+    channels_last: bool = _opt(False, "convolutions in channels-last memory format (weights "
+                                      "and inputs; a population lays its stacked members out "
+                                      "so vmap's grouped convolutions see it too)")
     eval_batch_size: int = _opt(1000, "batch size of evaluation")
 
     def __post_init__(self) -> None:
@@ -95,7 +100,8 @@ class TrainConfig:
         if self.warmup_epochs > self.max_epochs:
             raise ConfigError(f"warmup_epochs must be <= max_epochs ({self.max_epochs}), got "
                               f"{self.warmup_epochs}", "warmup_epochs")
-        for name in ("nesterov", "augment", "amp", "cuda_graphs"):
+        for name in ("nesterov", "augment", "amp", "cuda_graphs", "cudnn_benchmark",
+                     "channels_last"):
             _flag(name, getattr(self, name))
 
 
@@ -155,7 +161,15 @@ def default_train_config(arch: str, **overrides: Any) -> TrainConfig:
 # TrainConfig fields that change how a stage runs, not what it computes, and the device type
 # on which that holds (None: every device). They are left out of a setup's identity (the
 # setup a results folder holds, ``setup_identity``) and nowhere else: records keep them.
-ENGINE_ONLY: dict[str, str | None] = {"cuda_graphs": None, "amp": "cpu"}
+# ``cudnn_benchmark`` is a no-op off CUDA; on CUDA it changes which convolution algorithm
+# runs, so results differ by float rounding, the same order as the run-to-run differences
+# cuDNN's non-deterministic backward kernels (atomic adds) already give on one GPU with the
+# flag off: no stored result could tell the two apart, so it is not part of a setup.
+# ``channels_last`` is not here: it changes the kernels (and their summation order) on
+# every device, CPU included, where results are otherwise bit for bit reproducible; a
+# folder keeps to one memory format (tests/test_population.py bounds the difference).
+ENGINE_ONLY: dict[str, str | None] = {"cuda_graphs": None, "amp": "cpu",
+                                      "cudnn_benchmark": None}
 
 
 def setup_identity(config: dict[str, Any], device_type: str | None = None) -> dict[str, Any]:

@@ -463,15 +463,18 @@ def test_a_damaged_init_json_is_reported_by_name(tmp_path, data, damage):
 
 
 def test_fields_that_do_not_change_cpu_results_are_not_another_setup(tmp_path, data):
-    """--no-amp and --no-cuda-graphs on a CPU compute what amp and CUDA graphs did there."""
+    """--no-amp, --no-cuda-graphs and --cudnn-benchmark on a CPU compute what the defaults
+    did there; channels-last (other kernels, other float sums) is another setup."""
     run_search(Tiny, data, quick(1), results=tmp_path, device="cpu", progress=False)
-    for train in (dict(amp=False), dict(cuda_graphs=False), dict(amp=False, cuda_graphs=False)):
+    for train in (dict(amp=False), dict(cuda_graphs=False), dict(amp=False, cuda_graphs=False),
+                  dict(cudnn_benchmark=True)):
         report = run_search(Tiny, data, quick(1, **train), results=tmp_path, device="cpu",
                             progress=False)
         assert report.finished == [0]
-    with pytest.raises(StoreError, match="another setup"):  # what does change results
-        run_search(Tiny, data, quick(1, lr=0.07), results=tmp_path, device="cpu",
-                   progress=False)
+    for train in (dict(lr=0.07), dict(channels_last=True)):  # what does change results
+        with pytest.raises(StoreError, match="another setup"):
+            run_search(Tiny, data, quick(1, **train), results=tmp_path, device="cpu",
+                       progress=False)
     # on a GPU amp is bf16: there it is another setup (the identity, as the store compares it)
     from lth_core.config import setup_identity, to_dict
     from lth_core.store import setup_difference
@@ -480,3 +483,5 @@ def test_fields_that_do_not_change_cpu_results_are_not_another_setup(tmp_path, d
     wanted = {"config": setup_identity(to_dict(quick(1, amp=False)))}
     assert setup_difference(stored, wanted, "cpu") is None
     assert "amp" in setup_difference(stored, wanted, "cuda")
+    bench = {"config": setup_identity(to_dict(quick(1, cudnn_benchmark=True)))}
+    assert setup_difference(stored, bench, "cuda") is None

@@ -11,6 +11,7 @@ format as a single run's, so either engine can resume the other's runs.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -31,6 +32,8 @@ from lth_core.engine.train import (
     EarlyStopping,
     StageOutcome,
     TrainingDiverged,
+    as_channels_last,
+    backend_flags,
     lr_at,
     make_optimizer,
 )
@@ -80,6 +83,21 @@ def stackable_batchnorm(model: nn.Module) -> nn.Module:
     return model
 
 
+# Channels-last for a stack of members. vmap turns a convolution of stacked members into one
+# grouped convolution: the input (S, B, C, H, W) becomes (B, S*C, H, W) and the weights
+# (S, O, I, kh, kw) become (S*O, I, kh, kw). Those reshapes are views, in channels-last
+# format, when the stack is stored as (B, H, W, S, C) for inputs and (S, O, kh, kw, I) for
+# weights: the layouts these two make (same shapes and values, other strides).
+def _input_layout(x: Tensor) -> Tensor:
+    """Stacked inputs (S, B, C, H, W) stored as (B, H, W, S, C)."""
+    return x.permute(1, 3, 4, 0, 2).contiguous().permute(3, 0, 4, 1, 2)
+
+
+def _weight_layout(w: Tensor) -> Tensor:
+    """Stacked conv weights (S, O, I, kh, kw) stored as (S, O, kh, kw, I)."""
+    return w.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+
+
 class Population:
     """S models of one architecture, stacked, with a masked SGD step equal to torch's SGD.
 
@@ -118,8 +136,10 @@ class Population:
         self.buffer_names = [n for n, _ in self.base.named_buffers()]
         self.size = len(states)
         dev = self.device
-        self.params = {n: torch.stack([s[n] for s in states]).to(dev).requires_grad_()
-                       for n in self.param_names}
+        # channels-last: stacked conv weights stored so vmap's grouped conv sees the format
+        self.channels_last = bool(cfg.channels_last)
+        self.params = {n: self._layout(torch.stack([s[n] for s in states]).to(dev))
+                       .requires_grad_() for n in self.param_names}
         self.buffers = {n: torch.stack([s[n] for s in states]).to(dev) for n in self.buffer_names}
         mask_names = sorted({n for m in masks if m for n in m})
         self.masks = {n: torch.stack([m[n] if m else torch.ones_like(self.params[n][0],
@@ -131,10 +151,9 @@ class Population:
         self.momentum: dict[str, Tensor] | None = None
         if cfg.momentum:
             given = list(momentum) if momentum is not None else [None] * self.size
-            self.momentum = {n: torch.stack([m[n].to(dev) if m is not None
-                                             else torch.zeros_like(self.params[n][j])
-                                             for j, m in enumerate(given)]).detach()
-                             for n in self.param_names}
+            self.momentum = {n: self._layout(torch.stack([
+                m[n].to(dev) if m is not None else torch.zeros_like(self.params[n][j])
+                for j, m in enumerate(given)]).detach()) for n in self.param_names}
         # A model with dropout is stepped member by member (vmap would draw one batch of
         # noise for the whole stack, so a member's dropout would depend on its neighbours):
         # each member draws from its own generator state, as a single run does.
@@ -149,6 +168,10 @@ class Population:
 
         self._train_fwd = vmap(fwd, in_dims=(0, 0, 0), randomness="different")
         self._eval_fwd = vmap(fwd, in_dims=(0, 0, None))
+
+    def _layout(self, t: Tensor) -> Tensor:
+        """A stacked parameter (or its momentum) in the population's memory format."""
+        return _weight_layout(t) if self.channels_last and t.dim() == 5 else t
 
     # -- training ----------------------------------------------------------------------------
     def _cast(self, x: Tensor) -> tuple[dict[str, Tensor], Tensor]:
@@ -229,6 +252,8 @@ class Population:
         self._graph, self._graph_io = graph, io
 
     def _step(self, x: Tensor, y: Tensor, lrs: Tensor) -> Tensor:
+        if self.channels_last and x.dim() == 5:
+            x = _input_layout(x)
         params, x = self._cast(x)
         if self.has_dropout:
             logits = torch.stack([self._member_forward(i, params, x[i])
@@ -277,6 +302,8 @@ class Population:
         correct = torch.zeros(self.size, dtype=torch.long, device=self.device)
         for start in range(0, len(labels), batch_size):
             x = images[start:start + batch_size].float().sub_(m).div_(s)
+            if self.channels_last:
+                x = as_channels_last(x)
             # fp32, as a single run's evaluate: bf16 would decide near-tie "best epoch" calls
             logits = self._eval_fwd(self.params, self.buffers, x)
             correct += (logits.argmax(-1) == labels[start:start + batch_size]).sum(1)
@@ -288,12 +315,13 @@ class Population:
         """Keep only ``members`` (indices into the current stack), dropping the others."""
         idx = torch.as_tensor(list(members), dtype=torch.long, device=self.device)
         with torch.no_grad():
-            self.params = {n: p.index_select(0, idx).requires_grad_()
+            self.params = {n: self._layout(p.index_select(0, idx)).requires_grad_()
                            for n, p in self.params.items()}
             self.buffers = {n: b.index_select(0, idx) for n, b in self.buffers.items()}
             self.masks = {n: m.index_select(0, idx) for n, m in self.masks.items()}
             if self.momentum is not None:
-                self.momentum = {n: b.index_select(0, idx) for n, b in self.momentum.items()}
+                self.momentum = {n: self._layout(b.index_select(0, idx))
+                                 for n, b in self.momentum.items()}
         if self._rng:
             self._rng = [self._rng[i] for i in members]
         self.size = len(idx)
@@ -303,13 +331,14 @@ class Population:
         """Member ``i`` as a CPU ``state_dict`` of the architecture."""
         sd = self.base.state_dict()
         stacked = {**self.params, **self.buffers}
-        return {k: stacked[k][i].detach().to("cpu", copy=True) for k in sd}
+        return {k: stacked[k][i].detach().to("cpu", copy=True).contiguous() for k in sd}
 
     def member_optimizer_state(self, i: int, template: dict[str, Any]) -> dict[str, Any]:
         """Member ``i``'s momentum as a ``torch.optim.SGD`` state dict (indices by parameter)."""
         state = {}
         if self.momentum is not None:
-            state = {j: {"momentum_buffer": self.momentum[n][i].detach().to("cpu", copy=True)}
+            state = {j: {"momentum_buffer": self.momentum[n][i].detach()
+                         .to("cpu", copy=True).contiguous()}
                      for j, n in enumerate(self.param_names)}
         return {"state": state, "param_groups": template["param_groups"]}
 
@@ -355,12 +384,25 @@ def population_batches(
 
 @dataclass
 class Member:
-    """One run's stage to train: rewound weights, masks, seed, and an optional resume state."""
+    """One run's stage to train: rewound weights, masks, seed, and an optional resume state.
+
+    ``max_epochs``, when given, is this member's own epoch budget in place of the config's:
+    the length of its learning-rate schedule and its last epoch, as if it were trained alone
+    with ``TrainConfig(max_epochs=...)``; so one population can train one initialisation
+    under several budgets (``benchmarks.calibrate``).
+    """
 
     state: dict[str, Tensor]
     masks: Masks | None
     seed: int
     resume: dict[str, Any] | None = None
+    max_epochs: int | None = None
+
+    def config(self, cfg: TrainConfig) -> TrainConfig:
+        """The recipe this member trains under: ``cfg`` with its own ``max_epochs``."""
+        if self.max_epochs is None or self.max_epochs == cfg.max_epochs:
+            return cfg
+        return dataclasses.replace(cfg, max_epochs=self.max_epochs)  # validated again
 
 
 def train_population_stage(
@@ -377,11 +419,14 @@ def train_population_stage(
 
     Returns, per member, its ``StageOutcome`` or the ``TrainingDiverged`` that stopped it
     (the other members go on). ``on_epoch(member_index, state)`` gets each member's
-    checkpointable state, in ``train_stage``'s format.
+    checkpointable state, in ``train_stage``'s format. A member's ``max_epochs`` (when set)
+    replaces ``cfg.max_epochs`` for it alone: its schedule's length and its last epoch.
     """
     n = len(members)
     results: list[StageOutcome | TrainingDiverged | None] = [None] * n
-    stops = [EarlyStopping.start(cfg, mb.state, mb.resume) for mb in members]
+    cfgs = [mb.config(cfg) for mb in members]
+    stops = [EarlyStopping.start(c, mb.state, mb.resume)
+             for c, mb in zip(cfgs, members, strict=True)]
     active = [i for i in range(n) if not stops[i].done]
     for i in range(n):
         if stops[i].done:
@@ -408,46 +453,47 @@ def train_population_stage(
     steps_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
     train_split = data.train.to(device)
 
-    while active:
-        t0 = time.perf_counter()
-        epochs = [stops[i].epoch for i in active]
-        gens = [torch.Generator().manual_seed(derive_seed(members[i].seed, "epoch", e))
-                for i, e in zip(active, epochs, strict=True)]
-        pop.seed_dropout([derive_seed(members[i].seed, "dropout", e)
-                          for i, e in zip(active, epochs, strict=True)])
-        loss_sum = torch.zeros(len(active), dtype=torch.float64, device=device)
-        n_seen = 0
-        batches = population_batches(train_split, cfg.batch_size, mean=data.mean, std=data.std,
-                                     device=device, augment=cfg.augment, generators=gens)
-        for step, (x, y) in enumerate(batches):
-            lrs = torch.tensor([lr_at(cfg, e * steps_per_epoch + step, steps_per_epoch)
-                                for e in epochs])
-            losses = pop.train_step(x, y, lrs)
-            loss_sum += losses.double() * y.shape[1]
-            n_seen += y.shape[1]
-        train_losses = (loss_sum / max(n_seen, 1)).tolist()
-        val = pop.evaluate(data.val, data.mean, data.std, cfg.eval_batch_size).tolist()
-        elapsed = time.perf_counter() - t0
-        still = []
-        for pos, i in enumerate(active):
-            stop = stops[i]
-            if not math.isfinite(train_losses[pos]):
-                results[i] = TrainingDiverged(f"training diverged (loss {train_losses[pos]}) "
-                                              f"in epoch {stop.epoch + 1}")
-                continue
-            stop.update(train_losses[pos], val[pos], elapsed,
-                        lambda pos=pos: pop.member_state(pos))
-            if on_epoch is not None:
-                on_epoch(i, stop.checkpoint(pop.member_state(pos),
-                                            pop.member_optimizer_state(pos, opt_template)))
-            if stop.done:
-                results[i] = stop.outcome()
-            else:
-                still.append(pos)
-        if progress is not None:
-            progress({"epoch": max(epochs) + 1, "active": len(still),
-                      "val_acc": max(val) if val else float("nan")})
-        if len(still) < len(active):
-            pop.keep(still)
-        active = [active[pos] for pos in still]
+    with backend_flags(cfg, device):
+        while active:
+            t0 = time.perf_counter()
+            epochs = [stops[i].epoch for i in active]
+            gens = [torch.Generator().manual_seed(derive_seed(members[i].seed, "epoch", e))
+                    for i, e in zip(active, epochs, strict=True)]
+            pop.seed_dropout([derive_seed(members[i].seed, "dropout", e)
+                              for i, e in zip(active, epochs, strict=True)])
+            loss_sum = torch.zeros(len(active), dtype=torch.float64, device=device)
+            n_seen = 0
+            batches = population_batches(train_split, cfg.batch_size, mean=data.mean, std=data.std,
+                                         device=device, augment=cfg.augment, generators=gens)
+            for step, (x, y) in enumerate(batches):
+                lrs = torch.tensor([lr_at(cfgs[i], e * steps_per_epoch + step, steps_per_epoch)
+                                    for i, e in zip(active, epochs, strict=True)])
+                losses = pop.train_step(x, y, lrs)
+                loss_sum += losses.double() * y.shape[1]
+                n_seen += y.shape[1]
+            train_losses = (loss_sum / max(n_seen, 1)).tolist()
+            val = pop.evaluate(data.val, data.mean, data.std, cfg.eval_batch_size).tolist()
+            elapsed = time.perf_counter() - t0
+            still = []
+            for pos, i in enumerate(active):
+                stop = stops[i]
+                if not math.isfinite(train_losses[pos]):
+                    results[i] = TrainingDiverged(f"training diverged (loss {train_losses[pos]}) "
+                                                  f"in epoch {stop.epoch + 1}")
+                    continue
+                stop.update(train_losses[pos], val[pos], elapsed,
+                            lambda pos=pos: pop.member_state(pos))
+                if on_epoch is not None:
+                    on_epoch(i, stop.checkpoint(pop.member_state(pos),
+                                                pop.member_optimizer_state(pos, opt_template)))
+                if stop.done:
+                    results[i] = stop.outcome()
+                else:
+                    still.append(pos)
+            if progress is not None:
+                progress({"epoch": max(epochs) + 1, "active": len(still),
+                          "val_acc": max(val) if val else float("nan")})
+            if len(still) < len(active):
+                pop.keep(still)
+            active = [active[pos] for pos in still]
     return results  # type: ignore[return-value]

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,6 +114,26 @@ def autocast(device: torch.device, enabled: bool):
     return nullcontext()
 
 
+@contextmanager
+def backend_flags(cfg: TrainConfig, device: torch.device) -> Iterator[None]:
+    """``cfg.cudnn_benchmark`` on CUDA for the stage's duration (the global flag is restored
+    after); off CUDA, and with the flag off, nothing is changed."""
+    if not (cfg.cudnn_benchmark and torch.device(device).type == "cuda"):
+        yield
+        return
+    old = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = old
+
+
+def as_channels_last(x: Tensor) -> Tensor:
+    """A batch of images (N, C, H, W) in channels-last memory format; other tensors as is."""
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -155,7 +175,9 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 def _cpu_state(model: nn.Module) -> dict[str, Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    """A CPU copy of the weights, contiguous whatever the model's memory format."""
+    return {k: v.detach().to("cpu", copy=True).contiguous()
+            for k, v in model.state_dict().items()}
 
 
 def mask_gradients(model: nn.Module, masks: Masks | None) -> None:
@@ -197,43 +219,54 @@ def train_stage(
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
     stop = EarlyStopping.start(cfg, _cpu_state(model) if resume is None else {}, resume)
-
-    while not stop.done:
-        epoch = stop.epoch
-        t0 = time.perf_counter()
-        model.train()
-        gen = torch.Generator().manual_seed(derive_seed(seed, "epoch", epoch))
-        torch.manual_seed(derive_seed(seed, "dropout", epoch))
-        total_loss, n_seen = torch.zeros((), device=device), 0
-        for i, (x, y) in enumerate(batches(data.train, cfg.batch_size, mean=data.mean,
-                                           std=data.std, device=device, shuffle=True,
-                                           augment=cfg.augment, generator=gen)):
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(cfg, epoch * steps_per_epoch + i, steps_per_epoch)
-            with autocast(device, cfg.amp):
-                loss = loss_fn(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            mask_gradients(model, masks)
-            optimizer.step()
-            apply_masks(model, masks)
-            total_loss += loss.detach() * len(y)
-            n_seen += len(y)
-        train_loss = float(total_loss) / max(n_seen, 1)
-        if not math.isfinite(train_loss):
-            raise TrainingDiverged(f"training diverged (loss {train_loss}) in epoch {epoch + 1}")
-        val_acc = evaluate(model, data.val, data, device, cfg.eval_batch_size)
-        stop.update(train_loss, val_acc, time.perf_counter() - t0, lambda: _cpu_state(model))
-        if progress is not None:
-            progress({"epoch": epoch + 1, "train_loss": train_loss, "val_acc": val_acc})
-        if on_epoch is not None:
-            on_epoch(stop.checkpoint(_cpu_state(model), _optimizer_state_cpu(optimizer)))
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    try:
+        with backend_flags(cfg, device):
+            while not stop.done:
+                epoch = stop.epoch
+                t0 = time.perf_counter()
+                model.train()
+                gen = torch.Generator().manual_seed(derive_seed(seed, "epoch", epoch))
+                torch.manual_seed(derive_seed(seed, "dropout", epoch))
+                total_loss, n_seen = torch.zeros((), device=device), 0
+                for i, (x, y) in enumerate(batches(data.train, cfg.batch_size, mean=data.mean,
+                                                   std=data.std, device=device, shuffle=True,
+                                                   augment=cfg.augment, generator=gen)):
+                    if cfg.channels_last:
+                        x = as_channels_last(x)
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr_at(cfg, epoch * steps_per_epoch + i, steps_per_epoch)
+                    with autocast(device, cfg.amp):
+                        loss = loss_fn(model(x), y)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    mask_gradients(model, masks)
+                    optimizer.step()
+                    apply_masks(model, masks)
+                    total_loss += loss.detach() * len(y)
+                    n_seen += len(y)
+                train_loss = float(total_loss) / max(n_seen, 1)
+                if not math.isfinite(train_loss):
+                    raise TrainingDiverged(f"training diverged (loss {train_loss}) in epoch "
+                                           f"{epoch + 1}")
+                val_acc = evaluate(model, data.val, data, device, cfg.eval_batch_size)
+                stop.update(train_loss, val_acc, time.perf_counter() - t0,
+                            lambda: _cpu_state(model))
+                if progress is not None:
+                    progress({"epoch": epoch + 1, "train_loss": train_loss, "val_acc": val_acc})
+                if on_epoch is not None:
+                    on_epoch(stop.checkpoint(_cpu_state(model),
+                                             _optimizer_state_cpu(optimizer)))
+    finally:
+        if cfg.channels_last:  # the caller's model as it came
+            model.to(memory_format=torch.contiguous_format)
     return stop.outcome()
 
 
 def _optimizer_state_cpu(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     sd = optimizer.state_dict()
     # copies, since on a CPU .cpu() would alias the live momentum buffers
-    state = {k: {n: (t.detach().to("cpu", copy=True) if torch.is_tensor(t) else t)
+    state = {k: {n: t.detach().to("cpu", copy=True).contiguous() if torch.is_tensor(t) else t
                  for n, t in v.items()} for k, v in sd["state"].items()}
     return {"state": state, "param_groups": sd["param_groups"]}
