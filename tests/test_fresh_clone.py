@@ -59,6 +59,7 @@ def test_own_model_chapter_reads_its_committed_search_without_data(monkeypatch):
     import lth_core
     import lth_core.data
     from lth_book.profiles import get_profile, stored_search
+    from lth_core.config import SearchConfig
     from lth_core.store import StoreError
 
     results = ROOT / "results"
@@ -72,8 +73,9 @@ def test_own_model_chapter_reads_its_committed_search_without_data(monkeypatch):
     monkeypatch.setattr(lth_core.data, "load_data", refuse)
     nb = nbformat.read(ROOT / "book" / "own_model.ipynb", as_version=4)
     pg = SimpleNamespace(profile=get_profile("quick"), results_dir=results,
-                         data_spec="/nonexistent/cifar10.tar.gz")
-    ns = dict(pg=pg, stages=None, prune_rate=0.16, device="cpu")
+                         data_spec="/nonexistent/cifar10.tar.gz",
+                         prune_rate=SearchConfig.prune_rate)
+    ns = dict(pg=pg, stages=None, prune_rate=None, device="cpu")
     exec(_cell_with(nb, "class SmallNet"), ns)
     exec(_cell_with(nb, "ticket_search("), ns)
     records = ns["records"]
