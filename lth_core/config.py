@@ -77,8 +77,8 @@ class TrainConfig:
     cudnn_benchmark: bool = _opt(False, "CUDA: let cuDNN time its convolution algorithms and "
                                         "keep the fastest (torch.backends.cudnn.benchmark)")
     channels_last: bool = _opt(False, "convolutions in channels-last memory format (weights "
-                                      "and inputs; a population lays its stacked members out "
-                                      "so vmap's grouped convolutions see it too)")
+                                      "and inputs), one run at a time: populations refuse it "
+                                      "for now")
     eval_batch_size: int = _opt(1000, "batch size of evaluation")
 
     def __post_init__(self) -> None:

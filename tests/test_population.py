@@ -217,24 +217,13 @@ def test_population_batches_match_single_batches(tiny_data):
             assert torch.equal(x, px[i]) and torch.equal(y, py[i])
 
 
-def test_channels_last_trains_as_the_default_layout(small_data):
-    """TrainConfig.channels_last, population and one run: one epoch (4 steps) of LeNet-5
-    within LENET_RTOL of the default memory format (measured 3.2e-6 and 2.8e-6, AVX-512),
-    states and checkpoints contiguous, the caller's model given back contiguous."""
+def test_channels_last_trains_one_run_as_the_default_layout(small_data):
+    """TrainConfig.channels_last in one run: one epoch (4 steps) of LeNet-5 within LENET_RTOL
+    of the default memory format (measured 2.8e-6, AVX-512), states contiguous, the caller's
+    model given back contiguous."""
     cfg = TrainConfig(lr=0.05, max_epochs=1, patience=1, batch_size=64)
     cl = dataclasses.replace(cfg, channels_last=True)
     fn, members = _members("lenet5")
-    ckpts: list[dict] = []
-    want = train_population_stage(fn, members, small_data, cfg, device=CPU)
-    got = train_population_stage(fn, members, small_data, cl, device=CPU,
-                                 on_epoch=lambda i, st: ckpts.append(st))
-    for m, g, w in zip(members, got, want, strict=True):
-        assert_same_steps(g.state, w.state, m.state, LENET_RTOL)
-        assert_within_one_example(g.history, w.history, len(small_data.val))
-    for st in ckpts:
-        assert all(t.is_contiguous() for t in st["model"].values())
-        assert all(v["momentum_buffer"].is_contiguous()
-                   for v in st["optimizer"]["state"].values())
     m = members[1]
     model = fn()
     model.load_state_dict(m.state)
@@ -244,33 +233,24 @@ def test_channels_last_trains_as_the_default_layout(small_data):
     assert_same_steps(one.state, _single(fn, m, small_data, cfg).state, m.state, LENET_RTOL)
 
 
-def test_channels_last_population_step_of_a_batchnorm_net():
-    """One population step of ResNet-32 (BatchNorm, option-A shortcuts) in the stacked
-    channels-last layout against the default layout; the layout is kept when members are
-    dropped. The forward is equal to float rounding, but after the step two of the three
-    members differ by 7e-4 (global relative: |diff| / |step| over all tensors), a thousand
-    times what rounding gives (a 1e-7 input perturbation, or population vs one by one: 7e-7),
-    the third by 1e-6; MobileNetV1 differs by up to 1.5e-2 against 5e-3 for rounding. vmap
-    falls back to a per-member loop for ``as_strided_`` (in ``adaptive_avg_pool2d``) with
-    this layout, a suspect not yet confirmed. Until that is explained, channels_last is off
-    by default and is not used for stored results; this test bounds what is known."""
-    arch = "resnet32"
-    fn = lambda: build(arch)  # noqa: E731
-    states = [init_model(fn, i).state_dict() for i in range(3)]
-    torch.manual_seed(0)
-    x, y = torch.randn(3, 8, 3, 32, 32), torch.randint(0, 10, (3, 8))
-    cfg = TrainConfig(batch_size=8)
-    pops = {cl: Population(fn, states, [None] * 3, dataclasses.replace(cfg, channels_last=cl),
-                           "cpu") for cl in (False, True)}
-    conv = next(n for n, p in pops[True].params.items() if p.dim() == 5)
-    assert pops[True].params[conv][0].is_contiguous(memory_format=torch.channels_last)
-    loss = {cl: p.train_step(x, y, 0.05) for cl, p in pops.items()}
-    assert torch.allclose(loss[True], loss[False], rtol=1e-5)
-    for i in range(3):
-        assert_same_steps(pops[True].member_state(i), pops[False].member_state(i), states[i],
-                          RESNET_RTOL)
-    pops[True].keep([0, 2])
-    assert pops[True].params[conv][1].is_contiguous(memory_format=torch.channels_last)
+def test_channels_last_populations_are_refused_in_one_line(tmp_path, small_data):
+    """A population's step in the stacked channels-last layout differed from the default
+    layout's by 7e-4 relative on ResNet-32 (a thousand times rounding; MobileNetV1 1.5e-2
+    against 5e-3), and by 0.14 of a step on a fresh clone under load; the cause (vmap falling
+    back to a per-member loop for ``as_strided_`` in ``adaptive_avg_pool2d``?) is not found.
+    Until it is, populations refuse channels_last, before a search writes anything."""
+    from lth_core.config import SearchConfig
+    from lth_core.engine.search import run_search
+
+    cl = TrainConfig(batch_size=8, channels_last=True)
+    fn = lambda: build("lenet5")  # noqa: E731
+    with pytest.raises(ValueError, match="one run at a time") as err:
+        Population(fn, [init_model(fn, 0).state_dict()] * 2, [None] * 2, cl, "cpu")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="one run at a time"):
+        run_search(fn, small_data, SearchConfig(stages=1, train=cl), name="cl", runs=2,
+                   results=tmp_path, population=2, progress=False)
+    assert not list(tmp_path.rglob("*.json"))
 
 
 def test_cudnn_benchmark_is_set_on_cuda_only_and_restored():

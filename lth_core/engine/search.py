@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from lth_core.analysis.trajectory import arc_pairs
 from lth_core.config import SearchConfig, setup_identity, to_dict
 from lth_core.data import Dataset, normalize
-from lth_core.engine.population import Population
+from lth_core.engine.population import CHANNELS_LAST_POPULATION, Population
 from lth_core.engine.seeding import derive_seed
 from lth_core.engine.stage import (
     RunState,
@@ -386,6 +386,8 @@ def run_search(
         raise ValueError("runs must be >= 1")
     if population is not None and population < 1:
         raise ValueError(f"population must be >= 1, got {population}")
+    if cfg.train.channels_last and population is not None and population > 1:
+        raise ValueError(CHANNELS_LAST_POPULATION)  # before anything is written
     if keep_weights not in KEEP:
         raise ValueError(f"keep_weights must be one of {', '.join(KEEP)}, got {keep_weights!r}")
     if workers is not None and workers < 1:
