@@ -180,6 +180,17 @@ def sweep_temporaries(folder: Path, stale_after: float = 3600.0) -> list[Path]:
     return removed
 
 
+def _read_json_dict(path: Path, key: str, kind: type, what: str) -> dict[str, Any] | None:
+    """A JSON object whose ``key`` is a ``kind``; None when the file is missing. ValueError
+    (``what``) for anything else, OSError when unreadable."""
+    if not path.exists():
+        return None
+    out = json.loads(path.read_text())
+    if not isinstance(out, dict) or not isinstance(out.get(key), kind):
+        raise ValueError(what)
+    return out
+
+
 def _load_torch(path: Path) -> Any:
     """A checkpoint or kept ticket (tensors only), or None when missing or, with a warning
     naming it, unreadable: it is then recomputed, never trusted."""
@@ -380,16 +391,11 @@ class ResultsStore:
 
     def _read_meta(self, path: Path) -> dict[str, Any] | None:
         """``search.json``; None when missing, or (with a warning) when damaged."""
-        if not path.exists():
-            return None
         try:
-            old = json.loads(path.read_text())
-            if not isinstance(old, dict) or not isinstance(old.get("config"), dict):
-                raise ValueError("not a search setup")
+            return _read_json_dict(path, "config", dict, "not a search setup")
         except (OSError, ValueError) as err:
             _warn_corrupt(path, err)
             return None
-        return old
 
     def _other_setup(self, arch: str, diff: str, where: Path) -> StoreError:
         folder = self.root / arch
@@ -492,13 +498,8 @@ class ResultsStore:
         with a warning naming the file, when it is damaged (it is then rewritten from the
         regenerated weights, so that run's earlier stages go unchecked: the warning says so)."""
         path = self.run_dir(arch, run) / "init.json"
-        if not path.exists():
-            return None
         try:
-            info = json.loads(path.read_text())
-            if not isinstance(info, dict) or not isinstance(info.get("theta_init_sha256"), str):
-                raise ValueError("no theta_init_sha256")
-            return info
+            return _read_json_dict(path, "theta_init_sha256", str, "no theta_init_sha256")
         except (ValueError, OSError) as err:
             warnings.warn(f"ignoring damaged {path} ({type(err).__name__}: {err}); it is "
                           "rewritten from "

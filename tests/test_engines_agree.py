@@ -23,6 +23,7 @@ import torch
 from lth_core.config import SearchConfig, TrainConfig
 from lth_core.data import load_data
 from lth_core.models import build
+from lth_core.provenance import cpu_model
 from lth_core.store import load_results
 
 GOLDEN = Path(__file__).parent / "data" / "engine_records.json"
@@ -106,7 +107,8 @@ def test_engines_compute_the_records_they_computed_before(arch, tmp_path):
     from lth_core.engine.search import run_search
 
     golden = json.loads(GOLDEN.read_text())
-    same = golden["host"] == socket.gethostname() and golden["torch"] == torch.__version__
+    same = (golden["host"], golden.get("cpu"), golden["torch"]) == (
+        socket.gethostname(), cpu_model(), torch.__version__)
 
     def search(data, root, **engine):
         run_search(functools.partial(build, arch), data, config(), name=arch, runs=2,

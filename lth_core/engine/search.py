@@ -58,6 +58,7 @@ class SearchReport:
     skipped_locked: list[int]
     failed: dict[int, str]
     name: str = ""  # the search's name (its folder under the results path)
+    results: Path | None = None  # the results path
 
 
 def search_meta(name: str, cfg: SearchConfig, data: Dataset,
@@ -191,7 +192,7 @@ class LocalExecutor:
 
     def __init__(self, device: torch.device, bar: tqdm | None = None):
         self.device, self.bar = device, bar
-        self._done: dict[int, list[StageResult]] = {}
+        self._done: dict[object, list[StageResult]] = {}
 
     def device_type(self) -> str:
         return self.device.type
@@ -203,7 +204,7 @@ class LocalExecutor:
     def capacity(self) -> int:
         return 1
 
-    def submit(self, jobs: list[StageJob], population: bool) -> int:
+    def submit(self, jobs: list[StageJob], population: bool) -> object:
         c, bar = self.ctx, self.bar
         label = ",".join(str(j.run) for j in jobs)
 
@@ -212,7 +213,7 @@ class LocalExecutor:
                 bar.set_postfix(runs=label, stage=k, epoch=info["epoch"],
                                 val=f"{info['val_acc']:.2f}")
 
-        handle = len(self._done)
+        handle = object()  # stages run here at once: the handle only pairs them in wait
         self._done[handle] = compute_stage(
             c.model_fn, c.data, c.pairs, c.cfg, name=c.name, jobs=jobs, device=self.device,
             population=population, on_epoch=checkpointer(c.store, c.name), progress=progress)
@@ -263,7 +264,7 @@ class _Driver:
                  checkpoint: bool, keep_weights: str = "none"):
         self.ctx, self.executor, self.size, self.bar = ctx, executor, size, bar
         self.checkpoint, self.keep_weights = checkpoint, keep_weights
-        self.report = SearchReport([], [], {}, ctx.name)
+        self.report = SearchReport([], [], {}, ctx.name, ctx.store.root)
         self.inflight: dict[Any, _Group] = {}
         self.groups: list[_Group] = []
 
@@ -440,5 +441,5 @@ def ticket_search(model_fn: Callable[[], nn.Module], data: Dataset,
     of the search (``load_results`` of ``results``); ``name`` defaults to the model's class
     name."""
     report = run_search(model_fn, data, cfg, **options)
-    df = load_results(options.get("results", "results"))
+    df = load_results(report.results)
     return df[df["arch"] == report.name].reset_index(drop=True)

@@ -19,7 +19,10 @@ from lth_core.models import build  # noqa: E402
 
 
 def main(out: str) -> None:
-    res = {"host": socket.gethostname(), "torch": torch.__version__, "engines": {}}
+    from lth_core.provenance import cpu_model
+
+    res = {"host": socket.gethostname(), "cpu": cpu_model(), "torch": torch.__version__,
+           "engines": {}}
     for arch in ("lenet5", "resnet32"):
         def search(data, root, workers=None, ray=None, arch=arch, **engine):
             if workers:  # the API of 2c1e0f1
