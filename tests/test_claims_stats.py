@@ -17,7 +17,6 @@ from lth_book.claims import (
     null_sr,
     null_verdict,
     size_trend,
-    sr_statement,
     two_sample_test,
 )
 from lth_book.stats import mean_ci, proportion_ci
@@ -136,13 +135,6 @@ def test_two_sample_test_monte_carlo_agrees_with_exact():
 
 
 # -- statements --------------------------------------------------------------------------------
-
-
-def test_sr_statement():
-    assert sr_statement(3, 3) == ("3 of 3 runs found a winning ticket: SR 100 % (95 % CI 29 to "
-                                  "100 %, exact binomial).")
-    assert "Wilson" in sr_statement(1, 4, method="wilson")
-    assert "No complete run" in sr_statement(0, 0)
 
 
 def test_trend_statement():

@@ -4,7 +4,7 @@ The paper reports SR, A_gain and LTS from one set of runs per architecture, with
 uncertainty, and reads a trend off seven points. These functions say how much of that survives
 (`bootstrap_ci`: an exact binomial interval for SR, resampling for A_gain and LTS;
 `size_trend`), what pure noise would give (`null_model`), and how LAMP compares with other
-pruners (`compare_pruners`); `sr_statement` and `null_verdict` put them in plain words.
+pruners (`compare_pruners`); `null_verdict` puts the null model in plain words.
 All are deterministic given `seed`; each architecture draws from its own stream (seeded by
 seed and its name), so its numbers do not depend on which other architectures are in the
 table. Every interval and test goes through `lth_book.stats`
@@ -49,22 +49,6 @@ def _order(archs) -> list[str]:
 def too_few(n_success: int) -> bool:
     """Whether a mean over ``n_success`` successful runs is shown without an interval."""
     return n_success < MIN_FOR_INTERVAL
-
-
-def _pct(x: float, digits: int = 0) -> str:
-    return "n/a" if not math.isfinite(x) else f"{x:.{digits}f}"
-
-
-def sr_statement(k: int, n: int, level: float = LEVEL, method: str = "clopper-pearson",
-                 what: str = "runs found a winning ticket") -> str:
-    """One sentence: "5 of 7 runs found a winning ticket: SR 71 % (95 % CI 29 to 96 %, exact
-    binomial)." With n = 0, that no run is complete yet."""
-    if n == 0:
-        return "No complete run yet: no success rate."
-    lo, hi = proportion_ci(k, n, level, method)
-    how = "exact binomial" if method == "clopper-pearson" else "Wilson"
-    return (f"{k} of {n} {what}: SR {100 * k / n:.0f} % ({100 * level:.0f} % CI "
-            f"{100 * lo:.0f} to {100 * hi:.0f} %, {how}).")
 
 
 def _sr_gain_lts(success: np.ndarray, gain: np.ndarray, axis: int = -1) -> np.ndarray:

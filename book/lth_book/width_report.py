@@ -17,10 +17,10 @@ from matplotlib.figure import Figure
 
 from lth_core.models import WIDTH_FAMILY, WIDTH_PARAM_COUNTS
 
-from .claims import sr_statement, too_few
+from .claims import too_few
 from .formats import ci, frac, num, pct, styled
 from .formats import pm as _pm
-from .stats import ALPHA, LEVEL, spearman
+from .stats import ALPHA, spearman
 from .width import (
     CPU_RUNS,
     MIN_RUNS,
@@ -63,60 +63,26 @@ def _diff(a: dict, b: dict, prefix: str = "") -> str:
     return ""
 
 
-def setup_notes(df: pd.DataFrame) -> list[str]:
-    """Sentences naming every width whose records depart from the study's setup (the recipe
-    and data of most records), and the hardware when it differs between widths; empty when
-    all widths share one setup and machine type."""
+def setup_differences(df: pd.DataFrame) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """Where the widths' records depart from the study's setup (the recipe and data of most
+    records): (width, the first field that differs, or "other data") per departing setup,
+    and each width's hardware where it differs between widths ({} when all share one)."""
     if df.empty or "config" not in df.columns:
-        return []
+        return [], {}
     setups = {a: _setup(g) for a, g in df.groupby("arch", sort=False)}
     counts: dict[tuple[str, str], int] = {}
     for a, g in df.groupby("arch", sort=False):
         for s in setups[a]:
             counts[s] = counts.get(s, 0) + len(g)
     ref = max(counts, key=counts.get)
-    notes = []
-    for a in [w for w in WIDTHS if w in setups]:
-        for cfg, data in setups[a]:
-            if (cfg, data) == ref:
-                continue
-            why = "other data" if data != ref[1] else _diff(json.loads(ref[0]), json.loads(cfg))
-            notes.append(f"{a}: records of another setup than the rest of the study ({why}).")
+    departs = [(a, "other data" if data != ref[1] else _diff(json.loads(ref[0]), json.loads(cfg)))
+               for a in WIDTHS if a in setups for cfg, data in setups[a] if (cfg, data) != ref]
+    hw = {}
     if "device" in df.columns:
         hw = {a: "; ".join(sorted(g["device"].astype(str).unique()))
               for a, g in df.groupby("arch", sort=False)}
-        if len(set(hw.values())) > 1:
-            notes.append("Hardware differs between widths (" + "; ".join(
-                f"{a}: {hw[a]}" for a in WIDTHS if a in hw) + "): same recipe and data, but "
-                "CPUs may round differently, so single runs are not bit-identical across them.")
-    return notes
-
-
-def width_statements(summary: pd.DataFrame, level: float = LEVEL) -> list[str]:
-    """One plain sentence per width of a `width_summary` table."""
-    out = []
-    for arch, r in summary.iterrows():
-        head = f"Width {frac(r['width'])} ({arch}, {int(r['params']):,} parameters): "
-        if r["complete_runs"] == 0:
-            extra = (f" ({int(r['incomplete_runs'])} run(s) in progress)"
-                     if r["incomplete_runs"] else "")
-            out.append(head + f"not computed yet{extra}.")
-            continue
-        text = head + sr_statement(int(r["n_success"]), int(r["complete_runs"]), level)
-        if r["n_success"]:
-            std = "" if math.isnan(r["a_gain_std"]) else f" ± {r['a_gain_std']:.2f}"
-            boot = (f" (mean's {100 * level:.0f} % bootstrap interval {r['a_gain_lo']:.2f} to "
-                    f"{r['a_gain_hi']:.2f})" if math.isfinite(r["a_gain_lo"]) else
-                    " (too few successes for an interval of the mean)"
-                    if too_few(int(r["n_success"])) else "")
-            text += (f" Best Sparse A_gain {r['a_gain_mean']:.2f}{std} %{boot}, "
-                     f"LTS {r['lts']:.2f}"
-                     + (f" ({100 * level:.0f} % CI {r['lts_lo']:.2f} to {r['lts_hi']:.2f})"
-                        if math.isfinite(r["lts_lo"]) else "") + ".")
-        if r["status"] == "not enough runs":
-            text += " Not enough runs to count in the trend."
-        out.append(text)
-    return out
+        hw = {a: hw[a] for a in WIDTHS if a in hw} if len(set(hw.values())) > 1 else {}
+    return departs, hw
 
 
 def trend_rule(t: dict) -> str:
@@ -299,14 +265,6 @@ def summary_table(summary: pd.DataFrame):
                   "only; n/a: not computed, or no successful run)")
 
 
-def summary_markdown(summary: pd.DataFrame) -> str:
-    """`summary_frame` as a Markdown table (for the README)."""
-    f = summary_frame(summary).astype(str)
-    lines = ["| " + " | ".join(f.columns) + " |", "|" + "---|" * len(f.columns)]
-    lines += ["| " + " | ".join(row) + " |" for row in f.itertuples(index=False)]
-    return "\n".join(lines)
-
-
 def summary_frame(summary: pd.DataFrame) -> pd.DataFrame:
     """Per width, in the paper's units: accuracy and gains to 2 decimals, SR as a whole
     percent, mean ± std in one cell, intervals beside."""
@@ -418,7 +376,7 @@ def width_finding(results: str | os.PathLike | None = None, n_perm: int = 10_000
 def readme_section(results: str | os.PathLike | None = None, n_perm: int = 10_000,
                    seed: int = 0) -> str:
     """The README's "Size alone" block (`lth_book.readme`), every number from the stored
-    study: run counts, per-width table (`summary_markdown`), trends, the noise statement
+    study: run counts, per-width table (`summary_frame`), trends, the noise statement
     and the verdict."""
     df = load_width(results)
     summary = width_summary(df)
@@ -428,7 +386,7 @@ def readme_section(results: str | os.PathLike | None = None, n_perm: int = 10_00
     done = summary["complete_runs"]
     runs = ", ".join(f"{frac(r.width)}: {int(r.complete_runs)}" for r in summary.itertuples())
     text = [f"Complete runs per width: {runs} (target {CPU_RUNS}; {int(done.sum())} in all).",
-            summary_markdown(summary)]
+            summary_frame(summary).to_markdown(index=False)]
     lts = trends["lts"]
     if lts["status"] != "not enough runs":  # else the verdict says why there is no trend
         p = lts["params"]
