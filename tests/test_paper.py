@@ -26,7 +26,6 @@ from lth_book.paper import (
     LTS_CANDIDATES,
     PAPER_PARAMS,
     PAPER_TABLE1,
-    compare_table2,
     lts_candidates,
     lts_printed_definition,
     paper_table2,
@@ -92,27 +91,6 @@ def test_table2_shape_and_columns_match_ours():
     assert "n_runs" not in paper.columns
     # Dense gains are 0 by definition, in the paper too.
     assert (paper["dense_a_gain_mean"] == 0).all() and (paper["dense_tl_gain_mean"] == 0).all()
-
-
-def test_compare_table2_differences():
-    paper = paper_table2()
-    ours = paper.loc[["resnet18", "lenet5"]].copy()
-    ours.loc["lenet5", "lts"] += 0.5
-    ours["extra"] = 1.0
-    cmp = compare_table2(ours, paper)
-    assert list(cmp.columns) == ["ours", "paper", "diff"]
-    assert list(cmp.index.get_level_values("arch").unique()) == ["lenet5", "resnet18"]
-    assert "extra" not in cmp.index.get_level_values("metric")
-    assert cmp.loc[("lenet5", "lts"), "diff"] == pytest.approx(0.5)
-    assert cmp.loc[("lenet5", "lts"), "paper"] == pytest.approx(1.2895)
-    assert (cmp.drop(("lenet5", "lts"))["diff"] == 0).all()
-
-
-def test_compare_table2_on_our_table():
-    cmp = compare_table2(table2(_tiny_results()), paper_table2())
-    assert set(cmp.index.get_level_values("arch")) == {"lenet5", "resnet18"}
-    row = cmp.loc[("lenet5", "sr")]
-    assert row["ours"] == 100.0 and row["diff"] == pytest.approx(32.0)
 
 
 def test_lts_printed_definition():

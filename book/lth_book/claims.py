@@ -215,30 +215,6 @@ def _null_best(dense_mean: float, sigma: float, stages: int, n_sim: int,
     return ((sparse - base) / base * 100.0).max(axis=1)
 
 
-def simulate_null(
-    dense_mean: float,
-    sigma: float,
-    stages: int,
-    n_sim: int = 2000,
-    rng: np.random.Generator | int = 0,
-    mode: str = "exchangeable",
-) -> tuple[float, float, float]:
-    """(SR %, mean Best Sparse A_gain over successes, LTS) of runs where pruning does nothing.
-
-    The core of `null_model`, usable on published summaries too (e.g. the paper's dense mean
-    and std). See `null_model` for the two modes.
-    """
-    if mode not in _NULL_MODES:
-        raise ValueError(f"mode must be 'exchangeable' or 'dense', got {mode!r}")
-    rng = np.random.default_rng(rng) if isinstance(rng, int) else rng
-    best = _null_best(dense_mean, sigma, stages, n_sim, rng, mode)
-    won = best >= 0
-    if not won.any():
-        return 0.0, math.nan, 0.0
-    sr, a_gain = float(won.mean() * 100.0), float(best[won].mean())
-    return sr, a_gain, a_gain * sr / 100.0
-
-
 def null_sr(stages: int, mode: str = "exchangeable") -> float:
     """P(success) (percent) when pruning does nothing: 100 (1 - 1/K) if all K accuracies are
     exchangeable noise, 100 (1 - 2^-(K-1)) if the dense one is noise-free."""
