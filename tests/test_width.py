@@ -328,9 +328,9 @@ def test_width_cli_refuses_bad_input_in_one_line(tmp_path):
 
 
 def test_readme_section_is_the_study(study):
-    from lth_book.width_report import readme_section
+    from lth_book.readme import render
 
-    block = readme_section(study)
+    block = render("width-study", study)
     # 3 complete runs at 1/8, 1/4, 1/2 (the fourth unfinished) and 1; 2 at width 2
     assert "1/8: 3, 1/4: 3, 1/2: 3, 1: 3, 2: 2 (target 8; 14 in all)" in block
     cells = " ".join(block.split())  # the table's columns are padded

@@ -230,7 +230,7 @@ def set_noise(s: StageSet, rho: float | None = None, seed: int = 0) -> dict:
                                g["z_mean"] > float(null.mean()))}
 
 
-# -- the chapter's figure, its findings row and the README block -----------------------------
+# -- the chapter's figure and its findings row (the README block: `readme`) ---------------
 
 def fig_stage_effects(sets: list[StageSet], level: float = LEVEL):
     """Mean paired difference acc_k - acc_0 (% of the dense mean) against density, one line
@@ -307,34 +307,3 @@ def noise_finding(results: str | os.PathLike | None = None, seed: int = 0) -> di
               f"p = {r['p_sr']:.2g}; gain {r['z_mean']:.2f} sigma vs {r['z_null']:.2f}, "
               f"p = {r['p_mean']:.2g})" for a, r in st.paper.iterrows()]
     return {"ours": ours, "detail": detail, "status": st.claim}
-
-
-def readme_section(results: str | os.PathLike | None = None, seed: int = 0) -> str:
-    """The README's "Gain or noise?" block (`lth_book.readme`), from the paper's numbers and
-    the stored sets."""
-    st = study(results, n_power=100, seed=seed)
-    p, t = st.paper, st.trend
-    counts = p["verdict"].value_counts()
-    rows = pd.DataFrame({
-        "architecture": [display_name(a) for a in p.index],
-        "SR (null)": [f"{r.sr:.0f} % ({r.sr_null:.0f} %), p = {r.p_sr:.2g}"
-                      for r in p.itertuples()],
-        "gain / sigma (null)": [f"{r.z_mean:.2f} ({r.z_null:.2f}), p = {r.p_mean:.2g}"
-                                for r in p.itertuples()],
-        "verdict": list(p["verdict"])})
-    fam = st.effect
-    return "\n\n".join([
-        "The paper's Table 2 and the authors' per-run gains against searches in which "
-        f"pruning does nothing (K = {PAPER_K}, every stage as noisy as the dense one, "
-        f"within-run correlation {st.rho:.2f} as pooled over our runs): "
-        + "; ".join(f"{v}: {counts.get(v, 0)}" for v in VERDICTS if counts.get(v, 0)) + ".",
-        rows.to_markdown(index=False),
-        f"Claim (a) in units of noise (gain / dense sigma against size, Spearman rho "
-        f"{t['rho']:+.2f}, exact two-sided p = {t['p']:.2g} over {t['orderings']:,} "
-        f"orderings): **{st.claim}**.",
-        f"What pruning itself does in our width family (mean of acc_k - acc_0 over the pruned "
-        f"stages, no stage selected; {fam['n_runs']} runs of {fam['n_sets']} widths): "
-        f"{fam['slope']:+.2f} % of the dense accuracy per tenfold increase in parameters, "
-        f"two-sided permutation p = {fam['p']:.2g} (power against the paper's A_gain trend "
-        f"of {fam['slope_alt']:+.2f} per tenfold: {100 * fam['power']:.0f} %, simulated).",
-        f"Rule: {RULE}"])

@@ -1,8 +1,11 @@
-"""The width study on the page and in the README: its tables, figure and sentences.
+"""The width study on the page and in the README: its tables, its figure and the sentences
+that both the chapter (``book/width.ipynb``) and the README's "Size alone" block
+(`lth_book.readme`) print, so that each has one owner: the trend verdict and its rule, the
+noise and power statements, the verdict on claim (a). The chapter's other sentences are its
+own; the README block's, `readme`'s.
 
 Everything here presents numbers computed by `width` (records, per-width summary, trends,
-the null) and `width_power`; the chapter (``book/width.ipynb``) and the README's "Size alone"
-block (`readme_section`) call it.
+the null) and `width_power`.
 """
 
 from __future__ import annotations
@@ -22,24 +25,19 @@ from .formats import ci, frac, num, pct, styled
 from .formats import pm as _pm
 from .stats import ALPHA, spearman
 from .width import (
-    CPU_RUNS,
-    MIN_RUNS,
     MIN_WIDTHS,
     STATS,
     WIDTHS,
     load_width,
-    width_null,
     width_summary,
     width_trend,
 )
 from .width_power import MAX_RUNS, width_power
 
-_UNITS = {"lts": "", "sr": " points", "a_gain": " %", "a_gain_sigma": ""}
-
-
-_NAMES = {"sr": "SR", "a_gain": "Best Sparse A_gain", "lts": "LTS",
-          "tl_gain": "Best Sparse TL_gain",
-          "a_gain_sigma": "Best Sparse A_gain in units of the width's own dense spread"}
+STAT_UNITS = {"lts": "", "sr": " points", "a_gain": " %", "a_gain_sigma": ""}
+STAT_NAMES = {"sr": "SR", "a_gain": "Best Sparse A_gain", "lts": "LTS",
+              "tl_gain": "Best Sparse TL_gain",
+              "a_gain_sigma": "Best Sparse A_gain in units of the width's own dense spread"}
 
 
 def _setup(g: pd.DataFrame) -> list[tuple[str, str]]:
@@ -89,14 +87,14 @@ def trend_rule(t: dict) -> str:
     """The rule of a `width.width_trend` result, from the constants it applies."""
     return (f"A width counts when it has at least {t['min_runs']} complete runs, the test when "
             f"at least {MIN_WIDTHS} widths count. \"Smaller models benefit more\" is supported "
-            f"when the per-run {_NAMES[t['stat']]} falls with log parameter count with a "
+            f"when the per-run {STAT_NAMES[t['stat']]} falls with log parameter count with a "
             f"two-sided permutation p below {t['alpha']:g}, contradicted when it rises with such "
             "a p, and not shown otherwise.")
 
 
 def trend_verdict(t: dict) -> str:
     """A `width.width_trend` result in one or two sentences: its status and numbers."""
-    what = _NAMES[t["stat"]]
+    what = STAT_NAMES[t["stat"]]
     widths = t["widths"]
     left = ", ".join(f"{w} ({c} complete)" for w, c in t["left_out"].items())
     if t["status"] == "not enough runs":
@@ -129,7 +127,7 @@ def power_statement(power: dict) -> str:
     pct = lambda p: f"{100 * p:.0f} %"
     what = {"lts": "LTS (SR × mean Best Sparse A_gain, as we compute it)",
             "a_gain": "Best Sparse A_gain", "sr": "SR"}[power["stat"]]
-    unit = _UNITS.get(power["stat"], "")
+    unit = STAT_UNITS.get(power["stat"], "")
     b, d = power["slope"], power["detectable"]
     small = (f"is {d:.2f}{unit} per tenfold, {d / abs(b):.1f} times the paper's"
              if math.isfinite(d) else "is more than 64 times the paper's")
@@ -371,39 +369,3 @@ def width_finding(results: str | os.PathLike | None = None, n_perm: int = 10_000
                  f"would give "
                  f"{100 * power['target']:.0f} %.")
     return {"ours": ours, "detail": detail, "status": t["status"]}
-
-
-def readme_section(results: str | os.PathLike | None = None, n_perm: int = 10_000,
-                   seed: int = 0) -> str:
-    """The README's "Size alone" block (`lth_book.readme`), every number from the stored
-    study: run counts, per-width table (`summary_frame`), trends, the noise statement
-    and the verdict."""
-    df = load_width(results)
-    summary = width_summary(df)
-    trends = {k: width_trend(df, k, n_perm=n_perm, seed=seed)
-              for k in ("lts", "sr", "a_gain", "a_gain_sigma")}
-    null = width_null(df)
-    done = summary["complete_runs"]
-    runs = ", ".join(f"{frac(r.width)}: {int(r.complete_runs)}" for r in summary.itertuples())
-    text = [f"Complete runs per width: {runs} (target {CPU_RUNS}; {int(done.sum())} in all).",
-            summary_frame(summary).to_markdown(index=False)]
-    lts = trends["lts"]
-    if lts["status"] != "not enough runs":  # else the verdict says why there is no trend
-        p = lts["params"]
-        parts = [f"{_NAMES[k]} {t['slope']:+.{0 if k == 'sr' else 2}f}{_UNITS[k]} per tenfold "
-                 f"increase (p = {t['p_value']:.2g})"
-                 for k, t in trends.items() if k != "a_gain_sigma"]
-        beyond = [_NAMES[k] for k, t in trends.items()
-                  if k != "a_gain_sigma" and t["status"] in ("supported", "contradicted")]
-        text.append(
-            f"Trend with log parameter count (two-sided permutation test over runs, "
-            f"{len(p)} widths with at least {MIN_RUNS} complete runs, {p[0]:,} to {p[-1]:,} "
-            f"parameters, {p[-1] / p[0]:.0f}x): " + "; ".join(parts) + ". "
-            + ("No trend is beyond run-to-run noise." if not beyond else
-               f"Beyond run-to-run noise: {', '.join(beyond)}."))
-    text.append(noise_statement(null, trends))
-    power = width_power(df, "lts")
-    text.append(power_statement(power))
-    text.append("Verdict on claim (a) within one family: "
-                + verdict_markdown(trends, null, power))
-    return "\n\n".join(text)
