@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from lth_core.models import WIDTH_FAMILY, WIDTH_PARAM_COUNTS
 
 from .claims import too_few
-from .formats import ci, frac, num, pct, styled
+from .formats import ci, frac, num, pct
 from .formats import pm as _pm
 from .stats import ALPHA, spearman
 from .width import (
@@ -257,12 +257,6 @@ def noise_statement(null: pd.DataFrame, trends: dict[str, dict], alpha: float = 
     return text
 
 
-def summary_table(summary: pd.DataFrame):
-    """`summary_frame` as the book's HTML table."""
-    return styled(summary_frame(summary), caption="The width study, per width (complete runs "
-                  "only; n/a: not computed, or no successful run)")
-
-
 def summary_frame(summary: pd.DataFrame) -> pd.DataFrame:
     """Per width, in the paper's units: accuracy and gains to 2 decimals, SR as a whole
     percent, mean ± std in one cell, intervals beside."""
@@ -290,7 +284,7 @@ def summary_frame(summary: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def null_table(null: pd.DataFrame):
+def null_frame(null: pd.DataFrame) -> pd.DataFrame:
     """Measured SR and A_gain per width beside what noise at its own spread gives."""
     rows = [{"width": frac(WIDTH_FAMILY[w]), "runs": int(r["n_runs"]),
              "dense spread (% of mean)": r["noise_pct"],
@@ -303,11 +297,7 @@ def null_table(null: pd.DataFrame):
              "p (A_gain below)": num(r["p_a_gain_below"], 3),
              "A_gain, noise-free dense": r["a_gain_null_dense"]}
             for w, r in null.iterrows()]
-    return styled(pd.DataFrame(rows), caption="Null model per width: searches where pruning "
-                  "changes nothing, at each width's own run-to-run spread (exchangeable: the "
-                  "dense accuracy as noisy as the others; the last column takes it as "
-                  "noise-free); p: one-sided, of ours at or above the exchangeable null, and "
-                  "(below) at or under it")
+    return pd.DataFrame(rows)
 
 
 def verdict_markdown(trends: dict[str, dict], null: pd.DataFrame,
