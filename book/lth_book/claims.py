@@ -215,12 +215,17 @@ def _null_best(dense_mean: float, sigma: float, stages: int, n_sim: int,
     return ((sparse - base) / base * 100.0).max(axis=1)
 
 
-def null_sr(stages: int, mode: str = "exchangeable") -> float:
-    """P(success) (percent) when pruning does nothing: 100 (1 - 1/K) if all K accuracies are
-    exchangeable noise, 100 (1 - 2^-(K-1)) if the dense one is noise-free."""
+def null_success(stages: int, mode: str = "exchangeable") -> float:
+    """P(success) when pruning does nothing: 1 - 1/K if all K accuracies are exchangeable
+    noise, 1 - 2^-(K-1) if the dense one is noise-free."""
     if mode not in _NULL_MODES:
         raise ValueError(f"mode must be 'exchangeable' or 'dense', got {mode!r}")
-    return 100.0 * ((1 - 1 / stages) if mode == "exchangeable" else (1 - 0.5 ** (stages - 1)))
+    return (1 - 1 / stages) if mode == "exchangeable" else (1 - 0.5 ** (stages - 1))
+
+
+def null_sr(stages: int, mode: str = "exchangeable") -> float:
+    """`null_success` in percent, as SR is printed."""
+    return 100.0 * null_success(stages, mode)
 
 
 def _p_a_gain(a_gain: float, sd: float, mu: float, n_runs: int, stages: int, mode: str,
