@@ -327,7 +327,7 @@ def test_width_cli_refuses_bad_input_in_one_line(tmp_path):
 
 
 
-def test_readme_section_is_the_study(study):
+def test_readme_width_block_is_the_study(study):
     from lth_book.readme import render
 
     block = render("width-study", study)
