@@ -186,6 +186,25 @@ def test_notebook_executed_without_errors(built_book, nb):
         f"{nb}: the injected parameters are not left off the page"
 
 
+def test_width_chapter_gives_no_interval_from_too_few_successes(built_book):
+    """The width chapter writes its per-width sentences itself: a width with fewer successes
+    than an interval needs says so instead of printing the range of its few gains."""
+    from lth_book.claims import too_few
+    from lth_book.width import load_width, width_summary
+
+    doc = read_nb(built_book.stage / "book" / "width.ipynb")
+    said = [line[2:] for c in doc["cells"] if c["cell_type"] == "code" for o in c["outputs"]
+            for line in "".join(o.get("data", {}).get("text/markdown", "")).splitlines()
+            if line.startswith("- Width ")]
+    summary = width_summary(load_width(ROOT / "results"))  # the stored study the page reads
+    assert len(said) == len(summary)
+    for text, (arch, r) in zip(said, summary.iterrows(), strict=True):
+        assert text.startswith("Width ") and f"({arch}, " in text
+        few = 0 < r["n_success"] and too_few(int(r["n_success"]))
+        assert ("too few successes for an interval of the mean" in text) == few, text
+        assert ("bootstrap interval" in text) == (r["n_success"] > 0 and not few), text
+
+
 @pytest.mark.parametrize("doc", DOCS)
 def test_chapter_page_exists(built_book, doc):
     built_book.require_success()

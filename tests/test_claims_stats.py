@@ -12,12 +12,13 @@ import pytest
 from conftest import make_results
 
 from lth_book.claims import (
+    NULL_ABOVE,
+    NULL_NOT_BEYOND,
     bootstrap_ci,
     null_model,
     null_sr,
-    null_verdict,
+    null_status,
     size_trend,
-    sr_statement,
     two_sample_test,
 )
 from lth_book.stats import mean_ci, proportion_ci
@@ -84,8 +85,9 @@ def test_null_model_default_is_exchangeable_and_reports_both_modes():
     dense = null_model(df, n_sim=4000, seed=0, mode="dense", n_rep=100).loc["lenet5"]
     assert dense["mode"] == "dense" and dense["sr_null"] == dense["sr_null_dense"]
     assert dense["sr_null_dense"] == row["sr_null_dense"]  # same draws, whichever mode leads
-    says, = null_verdict(null_model(df, n_sim=1000, n_rep=100))
-    assert "not beyond" in says and "noise-free dense accuracy" in says
+    null = null_model(df, n_sim=1000, n_rep=100)
+    says, = null_status(null)
+    assert says == NULL_NOT_BEYOND and math.isfinite(null.iloc[0]["sr_null_dense"])
 
 
 def test_null_p_a_gain_is_calibrated_on_noise():
@@ -106,8 +108,8 @@ def test_null_p_values():
     assert row["n_success"] == 12
     assert row["p_sr"] == pytest.approx((2 / 3) ** 12)  # P(12 of 12 | 1 - 1/K)
     assert row["p_a_gain"] == pytest.approx(1 / 2001)  # no null mean reaches +3 points
-    says, = null_verdict(null_model(better, n_sim=500))
-    assert "above the null on both" in says
+    says, = null_status(null_model(better, n_sim=500))
+    assert says == NULL_ABOVE
 
 
 # -- permutation tests -------------------------------------------------------------------------
@@ -136,13 +138,6 @@ def test_two_sample_test_monte_carlo_agrees_with_exact():
 
 
 # -- statements --------------------------------------------------------------------------------
-
-
-def test_sr_statement():
-    assert sr_statement(3, 3) == ("3 of 3 runs found a winning ticket: SR 100 % (95 % CI 29 to "
-                                  "100 %, exact binomial).")
-    assert "Wilson" in sr_statement(1, 4, method="wilson")
-    assert "No complete run" in sr_statement(0, 0)
 
 
 def test_trend_statement():

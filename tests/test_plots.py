@@ -15,7 +15,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.container import BarContainer, ErrorbarContainer
 from matplotlib.figure import Figure
 
-from lth_book import plots
+from lth_book import display, plots
 from lth_book.claims import bootstrap_ci
 from lth_book.paper import paper_table2
 from lth_core.analysis.metrics import table2, tl_gain_by_stage
@@ -165,9 +165,9 @@ def test_png_base64_and_static_slider():
     for k in range(3):
         fig = Figure(figsize=(1, 1))
         fig.add_subplot().plot([0, k])
-        frames.append(plots.figure_to_png_base64(fig, dpi=20))
+        frames.append(display.figure_to_png_base64(fig, dpi=20))
     assert base64.b64decode(frames[0]).startswith(b"\x89PNG")
-    page = plots.static_stage_slider(frames, ["stage 0", "stage 1", "</script>"], "Acc",
+    page = display.static_stage_slider(frames, ["stage 0", "stage 1", "</script>"], "Acc",
                                      "acc-slider")
     assert page.count("data:image/png;base64,") == 3
     assert "http" not in page and "<script src" not in page and "<link" not in page
@@ -176,9 +176,9 @@ def test_png_base64_and_static_slider():
         assert hook in page
     assert page.count("</script>") == 1  # the label is escaped inside the script
     with pytest.raises(ValueError):
-        plots.static_stage_slider(frames, ["a"], "t", "x")
+        display.static_stage_slider(frames, ["a"], "t", "x")
     with pytest.raises(ValueError):
-        plots.static_stage_slider(frames[:1], ["a"], "t", 'x" onload="')
+        display.static_stage_slider(frames[:1], ["a"], "t", 'x" onload="')
 
 
 def test_widget_slider_redraws():
@@ -190,7 +190,7 @@ def test_widget_slider_redraws():
         fig.add_subplot().plot([0, stage])
         return fig
 
-    w = plots.widget_stage_slider(draw, [0, 1, 2])
+    w = display.widget_stage_slider(draw, [0, 1, 2])
     assert (w.slider.min, w.slider.max, w.last_stage) == (0, 2, 0)
     assert w.children == (w.slider, w.output)
     first = w.output.outputs[0]["data"]["image/png"]
@@ -200,7 +200,7 @@ def test_widget_slider_redraws():
     assert w.output.outputs[0]["data"]["image/png"] != first
     assert isinstance(w.last_figure, Figure)
     with pytest.raises(ValueError):
-        plots.widget_stage_slider(draw, [0, 2])
+        display.widget_stage_slider(draw, [0, 2])
 
 
 def test_stage_and_layer_sliders_redraw_figure_1():
@@ -212,7 +212,7 @@ def test_stage_and_layer_sliders_redraw_figure_1():
         drawn.append((stage, layer))
         return plots.fig_hidden_arcs([(layer, dict(arcs[stage])[layer])], f"stage {stage}")
 
-    w = plots.widget_sliders(draw, {"stage": [0, 1], "layer": ["block0", "block1", "block2"]})
+    w = display.widget_sliders(draw, {"stage": [0, 1], "layer": ["block0", "block1", "block2"]})
     assert w.last_values == {"stage": 0, "layer": "block0"}
     first = w.output.outputs[0]["data"]["image/png"]
     w.sliders["layer"].value = "block2"
@@ -222,9 +222,9 @@ def test_stage_and_layer_sliders_redraw_figure_1():
     assert "stage 1, layer block2" in w.output.outputs[0]["data"]["text/plain"]
     from ipywidgets import IntSlider
 
-    stored = plots.widget_sliders(draw, {"stage": np.array([0, 1]), "layer": ["block0"]})
+    stored = display.widget_sliders(draw, {"stage": np.array([0, 1]), "layer": ["block0"]})
     assert isinstance(stored.sliders["stage"], IntSlider)  # numpy ints from records
     with pytest.raises(ValueError):
-        plots.widget_sliders(draw, {"stage": [0, 2]})
+        display.widget_sliders(draw, {"stage": [0, 2]})
     with pytest.raises(ValueError):
-        plots.widget_sliders(draw, {"layer": []})
+        display.widget_sliders(draw, {"layer": []})

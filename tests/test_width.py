@@ -17,7 +17,7 @@ from conftest import tiny_config
 
 from lth_book.stats import MIN_FOR_INTERVAL, mean_ci, proportion_ci
 from lth_book.width import WIDTHS, load_width, per_run, width_roots, width_summary, width_trend
-from lth_book.width_report import fig_width, setup_notes, trend_verdict, width_statements
+from lth_book.width_report import fig_width, setup_differences, trend_verdict
 from lth_core import build, ticket_search
 from lth_core.analysis.metrics import complete_runs, table2
 from lth_core.config import TrainConfig
@@ -83,8 +83,7 @@ def test_summary_counts_complete_runs_only(study):
         lo, hi = mean_ci(v)
         np.testing.assert_allclose((s.at[name, "lts_lo"], s.at[name, "lts_hi"]),
                                    (max(0.0, lo), hi))
-    texts = width_statements(s)
-    assert len(texts) == 5 and "Not enough runs" in texts[4] and "of 3 runs" in texts[2]
+    assert list(s["complete_runs"]) == [3, 3, 3, 3, 2]
     for name, r in s.iterrows():  # the bootstrap interval of the mean A_gain brackets it
         gains = pr.loc[(pr["arch"] == name) & pr["success"], "a_gain"]
         if len(gains) >= MIN_FOR_INTERVAL and gains.std() > 0:
@@ -100,7 +99,6 @@ def test_summary_counts_complete_runs_only(study):
 def test_summary_and_trend_of_nothing(tmp_path):
     s = width_summary(load_width(tmp_path))
     assert (s["status"] == "not computed yet").all() and (s["complete_runs"] == 0).all()
-    assert all("not computed yet" in t for t in width_statements(s))
     t = width_trend(load_width(tmp_path))
     assert t["status"] == "not enough runs" and "none has them" in trend_verdict(t)
     fig = fig_width(s)
@@ -108,17 +106,19 @@ def test_summary_and_trend_of_nothing(tmp_path):
     assert any("not computed yet" in x.get_text() for x in fig.axes[0].texts)
 
 
-def test_setup_notes(study):
+def test_setup_differences(study):
     df = load_width(study)
-    assert not [n for n in setup_notes(df) if "another setup" in n]
+    assert setup_differences(df)[0] == []
     other = df.copy()
     cfg = json.loads(other["config"].iloc[0])
     cfg["prune_rate"] = 0.3
     other.loc[other["arch"] == "lenet5-w2", "config"] = json.dumps(cfg)
-    notes = setup_notes(other)
-    assert any(n.startswith("lenet5-w2:") and "prune_rate" in n for n in notes)
+    departs, hardware = setup_differences(other)
+    assert [a for a, _ in departs] == ["lenet5-w2"] and "prune_rate" in departs[0][1]
+    assert hardware == {}
     other.loc[other["arch"] == "lenet5", "device"] = "another CPU"
-    assert any("Hardware differs" in n for n in setup_notes(other))
+    hardware = setup_differences(other)[1]
+    assert list(hardware) == WIDTHS and hardware["lenet5"] == "another CPU"
 
 
 def _records(gains: dict[str, list[float | None]]) -> pd.DataFrame:
@@ -327,13 +327,14 @@ def test_width_cli_refuses_bad_input_in_one_line(tmp_path):
 
 
 
-def test_readme_section_is_the_study(study):
-    from lth_book.width_report import readme_section
+def test_readme_width_block_is_the_study(study):
+    from lth_book.readme import render
 
-    block = readme_section(study)
+    block = render("width-study", study)
     # 3 complete runs at 1/8, 1/4, 1/2 (the fourth unfinished) and 1; 2 at width 2
     assert "1/8: 3, 1/4: 3, 1/2: 3, 1: 3, 2: 2 (target 8; 14 in all)" in block
-    assert "| 1/2 | 15,888 | 3 |" in block and "| 2 | 244,962 | 2 |" in block
+    cells = " ".join(block.split())  # the table's columns are padded
+    assert "| 1/2 | 15,888 | 3 |" in cells and "| 2 | 244,962 | 2 |" in cells
     assert "4 widths with at least 3 complete runs, 1,189 to 62,006 parameters, 52x" in block
     assert "Verdict on claim (a) within one family: **" in block
 

@@ -304,22 +304,19 @@ def lts_candidates_per_run(path: str | os.PathLike | None = None) -> pd.DataFram
     return out
 
 
-def lts_investigation(path: str | os.PathLike | None = None) -> tuple[pd.DataFrame | None, str]:
+def lts_investigation(path: str | os.PathLike | None = None) -> pd.DataFrame | None:
     """What the per-run numbers say about the printed LTS column and PNASNet-B's A_gain cell.
 
-    Returns (table, paragraph). Per arch: sr_printed, sr, n_gains, a_gain_mean_printed,
+    Per arch: sr_printed, sr, n_gains, a_gain_mean_printed,
     a_gain_std_printed, a_gain_mean and a_gain_std (from the gains), a_gain_from_test_acc
     ((Best Sparse - Dense) / Dense of the printed mean test accuracies, %), lts_printed,
     lts_mean_plus_std = SR/100 x (mean + std) of the gains, its value cut to 4 decimals
     (lts_truncated), lts_reproduced (cut value = printed), a_gain_cell_agrees (printed mean
-    and std are the gains' rounded to 2 decimals). Without the file: (None, a sentence
-    saying so).
+    and std are the gains' rounded to 2 decimals). None without the file.
     """
     data = load_authors(path)
     if data is None:
-        return None, (f"The authors' per-run numbers are not on this machine "
-                      f"({authors_gains_path(path)}), so the printed LTS column can only be "
-                      "tested against Table 2's rounded cells (`lts_candidates`).")
+        return None
     paper = paper_table2()
     rows = {}
     for arch, d in data.items():
@@ -342,42 +339,4 @@ def lts_investigation(path: str | os.PathLike | None = None) -> tuple[pd.DataFra
         }
     t = pd.DataFrame.from_dict(rows, orient="index")
     t.index.name = "arch"
-    return t, _lts_paragraph(t, lts_candidates_per_run(path))
-
-
-def _lts_paragraph(t: pd.DataFrame, cands: pd.DataFrame) -> str:
-    name = lambda a: PAPER_NAMES.get(a, a)
-    n = len(t)
-    fit = "(A_gain(BS) + std) x SR/100"
-    others = [c for c in cands.index[cands["reproduces"]] if c not in ("printed LTS", fit)]
-    err = (t["lts_mean_plus_std"] - t["lts_printed"])
-    reproduced = int(t["lts_reproduced"].sum())
-    row = cands.loc[[c for c in cands.index if "[printed definition]" in c][0]]
-    definition = int(row[["rows_within_rounding", "rows_truncated"]].max()) or "none"
-    text = (f"With the authors' per-run gains (SR at full precision, and the mean and sample "
-            f"std of each architecture's Best Sparse gains), the printed LTS column is "
-            f"SR/100 x (mean + std) of the per-run gains on {reproduced} of {n} rows, cut "
-            f"(not rounded) to four decimals: the values exceed the printed ones by "
-            f"{err.min():.6f} to {err.max():.6f}, always by less than 0.0001"
-            + (f" (rounded, only {int((err.abs() <= 0.00005 + 1e-9).sum())} rows would match)"
-               if (err.abs() > 0.00005 + 1e-9).any() else "")
-            + ". " + ("No other candidate reproduces the column. " if not others else
-                      f"Other candidates that also reproduce it: {', '.join(others)}. ")
-            + f"The printed definition, A_gain x SR, reproduces {definition} of the {n} rows.")
-    bad = t.index[~t["a_gain_cell_agrees"]]
-    for arch in bad:
-        r = t.loc[arch]
-        text += (f" {name(arch)}'s printed A_gain cell, {r['a_gain_mean_printed']:.2f} ± "
-                 f"{r['a_gain_std_printed']:.2f}, is not what its {int(r['n_gains'])} per-run "
-                 f"gains give ({r['a_gain_mean']:.2f} ± {r['a_gain_std']:.2f}); those gains "
-                 f"do give its printed LTS ({r['lts_printed']:.4f})"
-                 + (" and agree with its printed test accuracies "
-                    f"({r['a_gain_from_test_acc']:.2f} %)"
-                    if abs(r["a_gain_from_test_acc"] - r["a_gain_mean"])
-                    < abs(r["a_gain_from_test_acc"] - r["a_gain_mean_printed"]) else "")
-                 + ", so the A_gain cell is the misprint, not the LTS.")
-    good = [a for a in t.index if a not in bad]
-    if good:
-        text += (f" On the other {len(good)} rows the printed A_gain mean and std are the "
-                 "per-run gains' rounded to two decimals.")
-    return text
+    return t

@@ -4,7 +4,7 @@ The paper reports SR, A_gain and LTS from one set of runs per architecture, with
 uncertainty, and reads a trend off seven points. These functions say how much of that survives
 (`bootstrap_ci`: an exact binomial interval for SR, resampling for A_gain and LTS;
 `size_trend`), what pure noise would give (`null_model`), and how LAMP compares with other
-pruners (`compare_pruners`); `sr_statement` and `null_verdict` put them in plain words.
+pruners (`compare_pruners`); `null_status` applies the null model's rule.
 All are deterministic given `seed`; each architecture draws from its own stream (seeded by
 seed and its name), so its numbers do not depend on which other architectures are in the
 table. Every interval and test goes through `lth_book.stats`
@@ -49,22 +49,6 @@ def _order(archs) -> list[str]:
 def too_few(n_success: int) -> bool:
     """Whether a mean over ``n_success`` successful runs is shown without an interval."""
     return n_success < MIN_FOR_INTERVAL
-
-
-def _pct(x: float, digits: int = 0) -> str:
-    return "n/a" if not math.isfinite(x) else f"{x:.{digits}f}"
-
-
-def sr_statement(k: int, n: int, level: float = LEVEL, method: str = "clopper-pearson",
-                 what: str = "runs found a winning ticket") -> str:
-    """One sentence: "5 of 7 runs found a winning ticket: SR 71 % (95 % CI 29 to 96 %, exact
-    binomial)." With n = 0, that no run is complete yet."""
-    if n == 0:
-        return "No complete run yet: no success rate."
-    lo, hi = proportion_ci(k, n, level, method)
-    how = "exact binomial" if method == "clopper-pearson" else "Wilson"
-    return (f"{k} of {n} {what}: SR {100 * k / n:.0f} % ({100 * level:.0f} % CI "
-            f"{100 * lo:.0f} to {100 * hi:.0f} %, {how}).")
 
 
 def _sr_gain_lts(success: np.ndarray, gain: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -231,36 +215,17 @@ def _null_best(dense_mean: float, sigma: float, stages: int, n_sim: int,
     return ((sparse - base) / base * 100.0).max(axis=1)
 
 
-def simulate_null(
-    dense_mean: float,
-    sigma: float,
-    stages: int,
-    n_sim: int = 2000,
-    rng: np.random.Generator | int = 0,
-    mode: str = "exchangeable",
-) -> tuple[float, float, float]:
-    """(SR %, mean Best Sparse A_gain over successes, LTS) of runs where pruning does nothing.
-
-    The core of `null_model`, usable on published summaries too (e.g. the paper's dense mean
-    and std). See `null_model` for the two modes.
-    """
+def null_success(stages: int, mode: str = "exchangeable") -> float:
+    """P(success) when pruning does nothing: 1 - 1/K if all K accuracies are exchangeable
+    noise, 1 - 2^-(K-1) if the dense one is noise-free."""
     if mode not in _NULL_MODES:
         raise ValueError(f"mode must be 'exchangeable' or 'dense', got {mode!r}")
-    rng = np.random.default_rng(rng) if isinstance(rng, int) else rng
-    best = _null_best(dense_mean, sigma, stages, n_sim, rng, mode)
-    won = best >= 0
-    if not won.any():
-        return 0.0, math.nan, 0.0
-    sr, a_gain = float(won.mean() * 100.0), float(best[won].mean())
-    return sr, a_gain, a_gain * sr / 100.0
+    return (1 - 1 / stages) if mode == "exchangeable" else (1 - 0.5 ** (stages - 1))
 
 
 def null_sr(stages: int, mode: str = "exchangeable") -> float:
-    """P(success) (percent) when pruning does nothing: 100 (1 - 1/K) if all K accuracies are
-    exchangeable noise, 100 (1 - 2^-(K-1)) if the dense one is noise-free."""
-    if mode not in _NULL_MODES:
-        raise ValueError(f"mode must be 'exchangeable' or 'dense', got {mode!r}")
-    return 100.0 * ((1 - 1 / stages) if mode == "exchangeable" else (1 - 0.5 ** (stages - 1)))
+    """`null_success` in percent, as SR is printed."""
+    return 100.0 * null_success(stages, mode)
 
 
 def _p_a_gain(a_gain: float, sd: float, mu: float, n_runs: int, stages: int, mode: str,
@@ -363,49 +328,33 @@ def null_model(
     return out
 
 
-def null_verdict(null: pd.DataFrame, alpha: float = ALPHA) -> list[str]:
-    """One plain sentence per architecture of a ``null_model`` table: is the measured ticket
-    quality beyond what noise alone gives?
+NULL_ABOVE = "above the null on both"
+NULL_NONE = "no null model"
+NULL_NOT_BEYOND = "not beyond what noise alone produces"
 
-    Rule: "above the null on both" when the one-sided p of SR and of A_gain against the
-    table's null mode are both below ``alpha``; "below the null" (SR, A_gain or both) when
-    the other tail's p is below ``alpha``; otherwise "not beyond what noise alone produces"
-    (with a few runs, this says the runs cannot tell tickets from noise).
+
+def null_status(null: pd.DataFrame, alpha: float = ALPHA) -> pd.Series:
+    """Per architecture of a ``null_model`` table: is the measured ticket quality beyond what
+    noise alone gives?
+
+    Rule: `NULL_ABOVE` when the one-sided p of SR and of A_gain against the table's null mode
+    are both below ``alpha``; "SR below the null", "A_gain below the null" or "SR and A_gain
+    below the null" when the other tail's p is below ``alpha`` (without a success, SR alone is
+    judged); otherwise `NULL_NOT_BEYOND` (with a few runs, this says the runs cannot tell
+    tickets from noise); `NULL_NONE` without a null (needs K >= 2 and 2 dense runs).
     """
-    out = []
+    out = {}
     for arch, r in null.iterrows():
         if not math.isfinite(r["sr_null"]):
-            out.append(f"{arch}: no null model (needs K >= 2 and 2 dense runs).")
+            out[arch] = NULL_NONE
             continue
-        if not math.isfinite(r["a_gain_measured"]):  # no success: SR is all there is to say
-            low = r.get("p_sr_below", math.nan)
-            out.append(f"{arch}: no run found a winning ticket, against SR {r['sr_null']:.0f} % "
-                       f"from noise alone ({int(r['n_runs'])} runs; one-sided p = {low:.3g} "
-                       "below the null): " + ("SR below the null." if low < alpha else
-                                              "not beyond what noise alone produces."))
-            continue
-        other = [m for m in _NULL_MODES if m != r.get("mode", "dense")]
-        also = ""
-        if other and f"sr_null_{other[0]}" in r and math.isfinite(r[f"sr_null_{other[0]}"]):
-            o = other[0]
-            also = (f"; with {'a noise-free' if o == 'dense' else 'an equally noisy'} dense "
-                    f"accuracy: {r[f'sr_null_{o}']:.0f} % and {r[f'a_gain_null_{o}']:.2f} %")
-        beyond = r.get("p_sr", math.nan) < alpha and r.get("p_a_gain", math.nan) < alpha
-        below = [what for what, c in (("SR", "p_sr_below"), ("A_gain", "p_a_gain_below"))
-                 if r.get(c, math.nan) < alpha]
-        ps = (f"one-sided p = {r['p_sr']:.3g} for SR, {r['p_a_gain']:.3g} for A_gain"
-              if "p_sr" in r else "no p-values")
-        if "p_sr_below" in r:
-            ps += (f" (below the null: {r['p_sr_below']:.3g} and "
-                   f"{r.get('p_a_gain_below', math.nan):.3g})")
-        out.append(
-            f"{arch}: measured SR {r['sr_measured']:.0f} % and A_gain {r['a_gain_measured']:.2f}"
-            f" % against {r['sr_null']:.0f} % and {r['a_gain_null']:.2f} % from noise alone "
-            f"(sigma {r['sigma']:.2f}, {int(r['n_runs'])} runs{also}); {ps}: "
-            + ("above the null on both." if beyond else
-               f"{' and '.join(below)} below the null." if below else
-               "not beyond what noise alone produces."))
-    return out
+        tests = (("SR", "p_sr"),) if not math.isfinite(r["a_gain_measured"]) else \
+            (("SR", "p_sr"), ("A_gain", "p_a_gain"))
+        below = [what for what, c in tests if r.get(f"{c}_below", math.nan) < alpha]
+        beyond = len(tests) == 2 and all(r.get(c, math.nan) < alpha for _, c in tests)
+        out[arch] = (NULL_ABOVE if beyond else f"{' and '.join(below)} below the null" if below
+                     else NULL_NOT_BEYOND)
+    return pd.Series(out, dtype=object)
 
 
 def compare_pruners(dfs: dict[str, pd.DataFrame], select_on: str = "test") -> pd.DataFrame:

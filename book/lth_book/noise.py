@@ -32,6 +32,7 @@ from lth_core.models import WIDTH_FAMILY
 
 from . import stats as bstats
 from .authors import authors_searches, load_authors
+from .claims import null_success
 from .formats import NOT_COMPUTED, NOT_REPRODUCED, REPRODUCED
 from .formats import name as display_name
 from .paper import PAPER_PARAMS, PAPER_PROTOCOL, paper_table2
@@ -94,11 +95,6 @@ def null_gains(k: int = PAPER_K, rho: float = 0.0, n_sim: int = 200_000,
     return np.sort(z[z >= 0])
 
 
-def null_sr(k: int = PAPER_K) -> float:
-    """P(success) when pruning does nothing and the K accuracies are exchangeable."""
-    return 1 - 1 / k
-
-
 def _gain_test(z: np.ndarray, null: np.ndarray) -> dict:
     """Gains in sigma units against the null's conditional distribution: one-sample t test
     of the mean against the null's mean, and the one-sample KS test of the shape."""
@@ -125,7 +121,7 @@ def paper_noise(rho: float = 0.0, sigma_from: str = "dense", k: int = PAPER_K,
         raise ValueError(f"sigma_from must be one of {', '.join(SIGMA_SOURCES)}")
     t = paper_table2()
     null = null_gains(k, rho, n_sim, seed)
-    sr0 = null_sr(k)
+    sr0 = null_success(k)
     data = load_authors(authors) if authors is None or Path(authors).is_file() else None
     searches = authors_searches(authors) if data is not None else None
     rows = {}
@@ -214,7 +210,7 @@ def set_noise(s: StageSet, rho: float | None = None, seed: int = 0) -> dict:
     rho = max(0.0, _mean_offdiag(s.acc)) if rho is None else rho
     null = null_gains(s.k, min(rho, 0.99), 100_000, seed)
     succ = int(won.sum())
-    p_sr = bstats.binom_p(succ, s.n, null_sr(s.k), "two-sided")
+    p_sr = bstats.binom_p(succ, s.n, null_success(s.k), "two-sided")
     z = ((s.acc[:, 1:].max(axis=1) - dense) / sigma)[won]
     g = _gain_test(z, null)
     if succ < MIN_SUCCESSES:  # too few gains to test: the verdict rests on SR alone
@@ -222,15 +218,15 @@ def set_noise(s: StageSet, rho: float | None = None, seed: int = 0) -> dict:
     eff = per_run_effect(s)
     lo, hi, p_eff = _t_ci(eff)
     return {"set": s.label, "n": s.n, "k": s.k, "successes": succ,
-            "sr": 100 * succ / s.n, "sr_null": 100 * null_sr(s.k), "p_sr": p_sr,
+            "sr": 100 * succ / s.n, "sr_null": 100 * null_success(s.k), "p_sr": p_sr,
             "sigma": sigma, "rho": rho, "z_null": float(null.mean()),
             "too_few": succ < MIN_SUCCESSES, **g,
             "effect": float(eff.mean()), "effect_lo": lo, "effect_hi": hi, "p_effect": p_eff,
-            "verdict": verdict(p_sr, succ / s.n > null_sr(s.k), g["p_mean"],
+            "verdict": verdict(p_sr, succ / s.n > null_success(s.k), g["p_mean"],
                                g["z_mean"] > float(null.mean()))}
 
 
-# -- the chapter's figure, its findings row and the README block -----------------------------
+# -- the chapter's figure and its findings row (the README block: `readme`) ---------------
 
 def fig_stage_effects(sets: list[StageSet], level: float = LEVEL):
     """Mean paired difference acc_k - acc_0 (% of the dense mean) against density, one line
@@ -307,34 +303,3 @@ def noise_finding(results: str | os.PathLike | None = None, seed: int = 0) -> di
               f"p = {r['p_sr']:.2g}; gain {r['z_mean']:.2f} sigma vs {r['z_null']:.2f}, "
               f"p = {r['p_mean']:.2g})" for a, r in st.paper.iterrows()]
     return {"ours": ours, "detail": detail, "status": st.claim}
-
-
-def readme_section(results: str | os.PathLike | None = None, seed: int = 0) -> str:
-    """The README's "Gain or noise?" block (`lth_book.readme`), from the paper's numbers and
-    the stored sets."""
-    st = study(results, n_power=100, seed=seed)
-    p, t = st.paper, st.trend
-    counts = p["verdict"].value_counts()
-    rows = pd.DataFrame({
-        "architecture": [display_name(a) for a in p.index],
-        "SR (null)": [f"{r.sr:.0f} % ({r.sr_null:.0f} %), p = {r.p_sr:.2g}"
-                      for r in p.itertuples()],
-        "gain / sigma (null)": [f"{r.z_mean:.2f} ({r.z_null:.2f}), p = {r.p_mean:.2g}"
-                                for r in p.itertuples()],
-        "verdict": list(p["verdict"])})
-    fam = st.effect
-    return "\n\n".join([
-        "The paper's Table 2 and the authors' per-run gains against searches in which "
-        f"pruning does nothing (K = {PAPER_K}, every stage as noisy as the dense one, "
-        f"within-run correlation {st.rho:.2f} as pooled over our runs): "
-        + "; ".join(f"{v}: {counts.get(v, 0)}" for v in VERDICTS if counts.get(v, 0)) + ".",
-        rows.to_markdown(index=False),
-        f"Claim (a) in units of noise (gain / dense sigma against size, Spearman rho "
-        f"{t['rho']:+.2f}, exact two-sided p = {t['p']:.2g} over {t['orderings']:,} "
-        f"orderings): **{st.claim}**.",
-        f"What pruning itself does in our width family (mean of acc_k - acc_0 over the pruned "
-        f"stages, no stage selected; {fam['n_runs']} runs of {fam['n_sets']} widths): "
-        f"{fam['slope']:+.2f} % of the dense accuracy per tenfold increase in parameters, "
-        f"two-sided permutation p = {fam['p']:.2g} (power against the paper's A_gain trend "
-        f"of {fam['slope_alt']:+.2f} per tenfold: {100 * fam['power']:.0f} %, simulated).",
-        f"Rule: {RULE}"])

@@ -2,7 +2,7 @@
 and what its LTS column really is.
 
 Tables 1 and 2 are transcribed from "Not All Lotteries Are Made Equal" so our results can be
-put next to the published ones cell by cell (`compare_table2`). The authors' per-run Best
+put next to the published ones cell by cell. The authors' per-run Best
 Sparse gains (../shared/paper/authors-per-run-gains.json, from the plot data of their blog
 post) come in through `authors_gains`, `authors_searches` (how many searches each row
 implies: not always 50), `compare_gains` and `fig_gains_vs_authors` (ours against theirs).
@@ -140,21 +140,6 @@ def paper_table2() -> pd.DataFrame:
     out = pd.DataFrame.from_dict(rows, orient="index")
     out.index.name = "arch"
     return out
-
-
-def compare_table2(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
-    """Cell-by-cell comparison: index (arch, metric), columns ours, paper, diff = ours - paper.
-
-    Only architectures and columns present in both tables are compared, in `paper`'s order.
-    """
-    archs = [a for a in paper.index if a in ours.index]
-    cols = [c for c in paper.columns if c in ours.columns]
-    rows = [
-        (a, c, float(ours.at[a, c]), float(paper.at[a, c])) for a in archs for c in cols
-    ]
-    out = pd.DataFrame(rows, columns=["arch", "metric", "ours", "paper"])
-    out["diff"] = out["ours"] - out["paper"]
-    return out.set_index(["arch", "metric"])
 
 
 def lts_printed_definition(sr, a_gain):

@@ -19,18 +19,17 @@ import pandas as pd
 from lth_core.analysis.metrics import complete_runs, table2
 from lth_core.store import load_results
 
-from . import noise, width_report
-from .formats import name
+from . import noise
+from . import width_report as wr
+from .formats import frac, name
 from .paper import PAPER_PROTOCOL, paper_table2
 from .profiles import REPO_ROOT
 from .stats import proportion_ci
 from .trajectory_scale import RESULT, load, scale_paragraph
+from .width import CPU_RUNS, MIN_RUNS, load_width, width_null, width_summary, width_trend
+from .width_power import width_power
 
 README = REPO_ROOT / "README.md"
-
-
-def _width(results: Path | None) -> str:
-    return width_report.readme_section(results)
 
 
 def _trajectory_scale(results: Path | None) -> str:
@@ -82,8 +81,69 @@ def _lenet5(results: Path | None) -> str:
             f"{100 * lo:.0f}-{100 * hi:.0f} %.")
 
 
-def _noise(results: Path | None) -> str:
-    return noise.readme_section(results)
+def _width(results: Path | None, n_perm: int = 10_000, seed: int = 0) -> str:
+    """The "Size alone" block, every number from the stored
+    study: run counts, per-width table (`summary_frame`), trends, the noise statement
+    and the verdict."""
+    df = load_width(results)
+    summary = width_summary(df)
+    trends = {k: width_trend(df, k, n_perm=n_perm, seed=seed)
+              for k in ("lts", "sr", "a_gain", "a_gain_sigma")}
+    null = width_null(df)
+    done = summary["complete_runs"]
+    runs = ", ".join(f"{frac(r.width)}: {int(r.complete_runs)}" for r in summary.itertuples())
+    text = [f"Complete runs per width: {runs} (target {CPU_RUNS}; {int(done.sum())} in all).",
+            wr.summary_frame(summary).to_markdown(index=False)]
+    lts = trends["lts"]
+    if lts["status"] != "not enough runs":  # else the verdict says why there is no trend
+        p = lts["params"]
+        parts = [f"{wr.STAT_NAMES[k]} {t['slope']:+.{0 if k == 'sr' else 2}f}{wr.STAT_UNITS[k]}"
+                 f" per tenfold increase (p = {t['p_value']:.2g})"
+                 for k, t in trends.items() if k != "a_gain_sigma"]
+        beyond = [wr.STAT_NAMES[k] for k, t in trends.items()
+                  if k != "a_gain_sigma" and t["status"] in ("supported", "contradicted")]
+        text.append(
+            f"Trend with log parameter count (two-sided permutation test over runs, "
+            f"{len(p)} widths with at least {MIN_RUNS} complete runs, {p[0]:,} to {p[-1]:,} "
+            f"parameters, {p[-1] / p[0]:.0f}x): " + "; ".join(parts) + ". "
+            + ("No trend is beyond run-to-run noise." if not beyond else
+               f"Beyond run-to-run noise: {', '.join(beyond)}."))
+    text.append(wr.noise_statement(null, trends))
+    power = width_power(df, "lts")
+    text.append(wr.power_statement(power))
+    text.append("Verdict on claim (a) within one family: "
+                + wr.verdict_markdown(trends, null, power))
+    return "\n\n".join(text)
+
+
+def _noise(results: Path | None, seed: int = 0) -> str:
+    """The "Gain or noise?" block, from the paper's numbers and the stored sets."""
+    st = noise.study(results, n_power=100, seed=seed)
+    p, t = st.paper, st.trend
+    counts = p["verdict"].value_counts()
+    rows = pd.DataFrame({
+        "architecture": [name(a) for a in p.index],
+        "SR (null)": [f"{r.sr:.0f} % ({r.sr_null:.0f} %), p = {r.p_sr:.2g}"
+                      for r in p.itertuples()],
+        "gain / sigma (null)": [f"{r.z_mean:.2f} ({r.z_null:.2f}), p = {r.p_mean:.2g}"
+                                for r in p.itertuples()],
+        "verdict": list(p["verdict"])})
+    fam = st.effect
+    return "\n\n".join([
+        "The paper's Table 2 and the authors' per-run gains against searches in which "
+        f"pruning does nothing (K = {noise.PAPER_K}, every stage as noisy as the dense one, "
+        f"within-run correlation {st.rho:.2f} as pooled over our runs): "
+        + "; ".join(f"{v}: {counts.get(v, 0)}" for v in noise.VERDICTS if counts.get(v, 0)) + ".",
+        rows.to_markdown(index=False),
+        f"Claim (a) in units of noise (gain / dense sigma against size, Spearman rho "
+        f"{t['rho']:+.2f}, exact two-sided p = {t['p']:.2g} over {t['orderings']:,} "
+        f"orderings): **{st.claim}**.",
+        f"What pruning itself does in our width family (mean of acc_k - acc_0 over the pruned "
+        f"stages, no stage selected; {fam['n_runs']} runs of {fam['n_sets']} widths): "
+        f"{fam['slope']:+.2f} % of the dense accuracy per tenfold increase in parameters, "
+        f"two-sided permutation p = {fam['p']:.2g} (power against the paper's A_gain trend "
+        f"of {fam['slope_alt']:+.2f} per tenfold: {100 * fam['power']:.0f} %, simulated).",
+        f"Rule: {noise.RULE}"])
 
 
 # Block name -> its text from a results folder (None: the repository's results/).

@@ -28,11 +28,10 @@ from lth_core.config import SearchConfig
 from lth_core.models import ARCHITECTURES, by_size
 
 from .authors import MissingAuthorsData, authors_gains_path
-from .display import stage_slider
+from .display import figure_to_png_base64, stage_slider
 from .findings import findings, verdict_markdown
 from .formats import NOT_COMPUTED, name, styled
 from .paper import PAPER_PROTOCOL, paper_table2
-from .plots import figure_to_png_base64
 from .profiles import (
     DEFAULT_PROFILE,
     REPO_ROOT,

@@ -200,11 +200,3 @@ def interval_table(boot: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.
             "paper LTS": num(paper.at[arch, "lts"]) if has else DASH,
         })
     return pd.DataFrame(rows)
-
-
-# -- trends across architectures -----------------------------------------------------------
-
-
-# -- the findings --------------------------------------------------------------------------
-
-

@@ -284,27 +284,6 @@ def scale_paragraph(record: dict[str, Any]) -> str:
     return text
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default=str(RESULT), help="where the JSON record goes")
-    parser.add_argument("--data", default=None, help="data spec (default: the JPEG copy)")
-    parser.add_argument("--resnet-epochs", type=int, default=2,
-                        help="ResNet32's training epochs (its recipe runs 40)")
-    parser.add_argument("--pairs", type=int, default=8, help="arcs per definition")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--only", choices=["lenet5", "resnet32"], default=None,
-                        help="recompute one network, keeping the other's stored entry")
-    args = parser.parse_args(argv)
-    archs = (args.only,) if args.only else ("lenet5", "resnet32")
-    compute(args.out, args.data, args.resnet_epochs, args.pairs, threads=args.threads,
-            archs=archs,
-            log=lambda m: print(time.strftime("%H:%M:%S"), m, flush=True))
-
-
-if __name__ == "__main__":
-    main()
-
-
 def display_table(record: dict[str, Any]) -> pd.DataFrame:
     """The chapter's table: one row per definition (total lengths), the paper's row first."""
     paper = _paper_dense()
@@ -325,25 +304,22 @@ def display_table(record: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def provenance_markdown(record: dict[str, Any]) -> str:
-    """Where the numbers come from, from the record itself."""
-    models = record["models"]
-    le, re = models["lenet5"]["dense"], models["resnet32"]["dense"]
-    where = []
-    for arch, label in (("lenet5", "LeNet-5"), ("resnet32", "ResNet32")):
-        p = models[arch].get("provenance", record["provenance"])
-        where.append(f"{label} on {p['device']} ({p['threads']} torch thread(s), host "
-                     f"{p['host']}), torch {p['torch_version']}, commit "
-                     f"`{p['git_commit'][:12]}`, data {p['data_name']} (checksum "
-                     f"`{p['data_checksum'][:12]}`)")
-    recipe = models["resnet32"].get("recipe_max_epochs",
-                                    default_train_config("resnet32").max_epochs)
-    return (f"Computed by `python -m lth_book.trajectory_scale`: {'; '.join(where)}. "
-            f"LeNet-5 trained its full recipe ({le['epochs']} "
-            f"epochs, best at {le['best_epoch']}, {le['test_acc']:.2f} % test accuracy) and "
-            f"then one LAMP stage (16 % pruned, rewound); ResNet32 trained {re['epochs']} of "
-            f"its {recipe} epochs ({re['test_acc']:.2f} %), all this CPU "
-            f"allowed; {record['n_pairs']} arcs of {record['n_points']} points per definition, "
-            "run 0's initial weights and the search's own arcs. Lengths grow with training "
-            "(the record keeps them after epochs 0, 1, 2, 5, 10 and 20), so ResNet32's are a "
-            "lower bound of a fully trained one's.")
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default=str(RESULT), help="where the JSON record goes")
+    parser.add_argument("--data", default=None, help="data spec (default: the JPEG copy)")
+    parser.add_argument("--resnet-epochs", type=int, default=2,
+                        help="ResNet32's training epochs (its recipe runs 40)")
+    parser.add_argument("--pairs", type=int, default=8, help="arcs per definition")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--only", choices=["lenet5", "resnet32"], default=None,
+                        help="recompute one network, keeping the other's stored entry")
+    args = parser.parse_args(argv)
+    archs = (args.only,) if args.only else ("lenet5", "resnet32")
+    compute(args.out, args.data, args.resnet_epochs, args.pairs, threads=args.threads,
+            archs=archs,
+            log=lambda m: print(time.strftime("%H:%M:%S"), m, flush=True))
+
+
+if __name__ == "__main__":
+    main()

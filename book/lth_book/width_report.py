@@ -1,8 +1,11 @@
-"""The width study on the page and in the README: its tables, figure and sentences.
+"""The width study on the page and in the README: its tables, its figure and the sentences
+that both the chapter (``book/width.ipynb``) and the README's "Size alone" block
+(`lth_book.readme`) print, so that each has one owner: the trend verdict and its rule, the
+noise and power statements, the verdict on claim (a). The chapter's other sentences are its
+own; the README block's, `readme`'s.
 
 Everything here presents numbers computed by `width` (records, per-width summary, trends,
-the null) and `width_power`; the chapter (``book/width.ipynb``) and the README's "Size alone"
-block (`readme_section`) call it.
+the null) and `width_power`.
 """
 
 from __future__ import annotations
@@ -17,29 +20,24 @@ from matplotlib.figure import Figure
 
 from lth_core.models import WIDTH_FAMILY, WIDTH_PARAM_COUNTS
 
-from .claims import sr_statement, too_few
-from .formats import ci, frac, num, pct, styled
+from .claims import too_few
+from .formats import ci, frac, num, pct
 from .formats import pm as _pm
-from .stats import ALPHA, LEVEL, spearman
+from .stats import ALPHA, spearman
 from .width import (
-    CPU_RUNS,
-    MIN_RUNS,
     MIN_WIDTHS,
     STATS,
     WIDTHS,
     load_width,
-    width_null,
     width_summary,
     width_trend,
 )
 from .width_power import MAX_RUNS, width_power
 
-_UNITS = {"lts": "", "sr": " points", "a_gain": " %", "a_gain_sigma": ""}
-
-
-_NAMES = {"sr": "SR", "a_gain": "Best Sparse A_gain", "lts": "LTS",
-          "tl_gain": "Best Sparse TL_gain",
-          "a_gain_sigma": "Best Sparse A_gain in units of the width's own dense spread"}
+STAT_UNITS = {"lts": "", "sr": " points", "a_gain": " %", "a_gain_sigma": ""}
+STAT_NAMES = {"sr": "SR", "a_gain": "Best Sparse A_gain", "lts": "LTS",
+              "tl_gain": "Best Sparse TL_gain",
+              "a_gain_sigma": "Best Sparse A_gain in units of the width's own dense spread"}
 
 
 def _setup(g: pd.DataFrame) -> list[tuple[str, str]]:
@@ -63,74 +61,40 @@ def _diff(a: dict, b: dict, prefix: str = "") -> str:
     return ""
 
 
-def setup_notes(df: pd.DataFrame) -> list[str]:
-    """Sentences naming every width whose records depart from the study's setup (the recipe
-    and data of most records), and the hardware when it differs between widths; empty when
-    all widths share one setup and machine type."""
+def setup_differences(df: pd.DataFrame) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """Where the widths' records depart from the study's setup (the recipe and data of most
+    records): (width, the first field that differs, or "other data") per departing setup,
+    and each width's hardware where it differs between widths ({} when all share one)."""
     if df.empty or "config" not in df.columns:
-        return []
+        return [], {}
     setups = {a: _setup(g) for a, g in df.groupby("arch", sort=False)}
     counts: dict[tuple[str, str], int] = {}
     for a, g in df.groupby("arch", sort=False):
         for s in setups[a]:
             counts[s] = counts.get(s, 0) + len(g)
     ref = max(counts, key=counts.get)
-    notes = []
-    for a in [w for w in WIDTHS if w in setups]:
-        for cfg, data in setups[a]:
-            if (cfg, data) == ref:
-                continue
-            why = "other data" if data != ref[1] else _diff(json.loads(ref[0]), json.loads(cfg))
-            notes.append(f"{a}: records of another setup than the rest of the study ({why}).")
+    departs = [(a, "other data" if data != ref[1] else _diff(json.loads(ref[0]), json.loads(cfg)))
+               for a in WIDTHS if a in setups for cfg, data in setups[a] if (cfg, data) != ref]
+    hw = {}
     if "device" in df.columns:
         hw = {a: "; ".join(sorted(g["device"].astype(str).unique()))
               for a, g in df.groupby("arch", sort=False)}
-        if len(set(hw.values())) > 1:
-            notes.append("Hardware differs between widths (" + "; ".join(
-                f"{a}: {hw[a]}" for a in WIDTHS if a in hw) + "): same recipe and data, but "
-                "CPUs may round differently, so single runs are not bit-identical across them.")
-    return notes
-
-
-def width_statements(summary: pd.DataFrame, level: float = LEVEL) -> list[str]:
-    """One plain sentence per width of a `width_summary` table."""
-    out = []
-    for arch, r in summary.iterrows():
-        head = f"Width {frac(r['width'])} ({arch}, {int(r['params']):,} parameters): "
-        if r["complete_runs"] == 0:
-            extra = (f" ({int(r['incomplete_runs'])} run(s) in progress)"
-                     if r["incomplete_runs"] else "")
-            out.append(head + f"not computed yet{extra}.")
-            continue
-        text = head + sr_statement(int(r["n_success"]), int(r["complete_runs"]), level)
-        if r["n_success"]:
-            std = "" if math.isnan(r["a_gain_std"]) else f" ± {r['a_gain_std']:.2f}"
-            boot = (f" (mean's {100 * level:.0f} % bootstrap interval {r['a_gain_lo']:.2f} to "
-                    f"{r['a_gain_hi']:.2f})" if math.isfinite(r["a_gain_lo"]) else
-                    " (too few successes for an interval of the mean)"
-                    if too_few(int(r["n_success"])) else "")
-            text += (f" Best Sparse A_gain {r['a_gain_mean']:.2f}{std} %{boot}, "
-                     f"LTS {r['lts']:.2f}"
-                     + (f" ({100 * level:.0f} % CI {r['lts_lo']:.2f} to {r['lts_hi']:.2f})"
-                        if math.isfinite(r["lts_lo"]) else "") + ".")
-        if r["status"] == "not enough runs":
-            text += " Not enough runs to count in the trend."
-        out.append(text)
-    return out
+        hw = {a: hw[a] for a in WIDTHS if a in hw} if len(set(hw.values())) > 1 else {}
+    return departs, hw
 
 
 def trend_rule(t: dict) -> str:
     """The rule of a `width.width_trend` result, from the constants it applies."""
     return (f"A width counts when it has at least {t['min_runs']} complete runs, the test when "
             f"at least {MIN_WIDTHS} widths count. \"Smaller models benefit more\" is supported "
-            f"when the per-run {_NAMES[t['stat']]} falls with log parameter count with a "
+            f"when the per-run {STAT_NAMES[t['stat']]} falls with log parameter count with a "
             f"two-sided permutation p below {t['alpha']:g}, contradicted when it rises with such "
             "a p, and not shown otherwise.")
 
 
 def trend_verdict(t: dict) -> str:
     """A `width.width_trend` result in one or two sentences: its status and numbers."""
-    what = _NAMES[t["stat"]]
+    what = STAT_NAMES[t["stat"]]
     widths = t["widths"]
     left = ", ".join(f"{w} ({c} complete)" for w, c in t["left_out"].items())
     if t["status"] == "not enough runs":
@@ -163,7 +127,7 @@ def power_statement(power: dict) -> str:
     pct = lambda p: f"{100 * p:.0f} %"
     what = {"lts": "LTS (SR × mean Best Sparse A_gain, as we compute it)",
             "a_gain": "Best Sparse A_gain", "sr": "SR"}[power["stat"]]
-    unit = _UNITS.get(power["stat"], "")
+    unit = STAT_UNITS.get(power["stat"], "")
     b, d = power["slope"], power["detectable"]
     small = (f"is {d:.2f}{unit} per tenfold, {d / abs(b):.1f} times the paper's"
              if math.isfinite(d) else "is more than 64 times the paper's")
@@ -293,20 +257,6 @@ def noise_statement(null: pd.DataFrame, trends: dict[str, dict], alpha: float = 
     return text
 
 
-def summary_table(summary: pd.DataFrame):
-    """`summary_frame` as the book's HTML table."""
-    return styled(summary_frame(summary), caption="The width study, per width (complete runs "
-                  "only; n/a: not computed, or no successful run)")
-
-
-def summary_markdown(summary: pd.DataFrame) -> str:
-    """`summary_frame` as a Markdown table (for the README)."""
-    f = summary_frame(summary).astype(str)
-    lines = ["| " + " | ".join(f.columns) + " |", "|" + "---|" * len(f.columns)]
-    lines += ["| " + " | ".join(row) + " |" for row in f.itertuples(index=False)]
-    return "\n".join(lines)
-
-
 def summary_frame(summary: pd.DataFrame) -> pd.DataFrame:
     """Per width, in the paper's units: accuracy and gains to 2 decimals, SR as a whole
     percent, mean ± std in one cell, intervals beside."""
@@ -334,7 +284,7 @@ def summary_frame(summary: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def null_table(null: pd.DataFrame):
+def null_frame(null: pd.DataFrame) -> pd.DataFrame:
     """Measured SR and A_gain per width beside what noise at its own spread gives."""
     rows = [{"width": frac(WIDTH_FAMILY[w]), "runs": int(r["n_runs"]),
              "dense spread (% of mean)": r["noise_pct"],
@@ -347,11 +297,7 @@ def null_table(null: pd.DataFrame):
              "p (A_gain below)": num(r["p_a_gain_below"], 3),
              "A_gain, noise-free dense": r["a_gain_null_dense"]}
             for w, r in null.iterrows()]
-    return styled(pd.DataFrame(rows), caption="Null model per width: searches where pruning "
-                  "changes nothing, at each width's own run-to-run spread (exchangeable: the "
-                  "dense accuracy as noisy as the others; the last column takes it as "
-                  "noise-free); p: one-sided, of ours at or above the exchangeable null, and "
-                  "(below) at or under it")
+    return pd.DataFrame(rows)
 
 
 def verdict_markdown(trends: dict[str, dict], null: pd.DataFrame,
@@ -413,39 +359,3 @@ def width_finding(results: str | os.PathLike | None = None, n_perm: int = 10_000
                  f"would give "
                  f"{100 * power['target']:.0f} %.")
     return {"ours": ours, "detail": detail, "status": t["status"]}
-
-
-def readme_section(results: str | os.PathLike | None = None, n_perm: int = 10_000,
-                   seed: int = 0) -> str:
-    """The README's "Size alone" block (`lth_book.readme`), every number from the stored
-    study: run counts, per-width table (`summary_markdown`), trends, the noise statement
-    and the verdict."""
-    df = load_width(results)
-    summary = width_summary(df)
-    trends = {k: width_trend(df, k, n_perm=n_perm, seed=seed)
-              for k in ("lts", "sr", "a_gain", "a_gain_sigma")}
-    null = width_null(df)
-    done = summary["complete_runs"]
-    runs = ", ".join(f"{frac(r.width)}: {int(r.complete_runs)}" for r in summary.itertuples())
-    text = [f"Complete runs per width: {runs} (target {CPU_RUNS}; {int(done.sum())} in all).",
-            summary_markdown(summary)]
-    lts = trends["lts"]
-    if lts["status"] != "not enough runs":  # else the verdict says why there is no trend
-        p = lts["params"]
-        parts = [f"{_NAMES[k]} {t['slope']:+.{0 if k == 'sr' else 2}f}{_UNITS[k]} per tenfold "
-                 f"increase (p = {t['p_value']:.2g})"
-                 for k, t in trends.items() if k != "a_gain_sigma"]
-        beyond = [_NAMES[k] for k, t in trends.items()
-                  if k != "a_gain_sigma" and t["status"] in ("supported", "contradicted")]
-        text.append(
-            f"Trend with log parameter count (two-sided permutation test over runs, "
-            f"{len(p)} widths with at least {MIN_RUNS} complete runs, {p[0]:,} to {p[-1]:,} "
-            f"parameters, {p[-1] / p[0]:.0f}x): " + "; ".join(parts) + ". "
-            + ("No trend is beyond run-to-run noise." if not beyond else
-               f"Beyond run-to-run noise: {', '.join(beyond)}."))
-    text.append(noise_statement(null, trends))
-    power = width_power(df, "lts")
-    text.append(power_statement(power))
-    text.append("Verdict on claim (a) within one family: "
-                + verdict_markdown(trends, null, power))
-    return "\n\n".join(text)
