@@ -30,8 +30,7 @@ import torch
 
 from lth_core.config import ConfigError, SearchConfig, TrainConfig, default_train_config, to_dict
 from lth_core.data import load_data
-from lth_core.engine.population import Member, train_population_stage
-from lth_core.engine.search import auto_population
+from lth_core.engine.population import Member, auto_population, train_population_stage
 from lth_core.engine.seeding import derive_seed
 from lth_core.engine.stage import init_model, run_seed
 from lth_core.engine.train import TrainingDiverged, evaluate, resolve_device

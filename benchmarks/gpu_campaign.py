@@ -30,8 +30,8 @@ import torch
 
 from lth_core.config import SearchConfig, default_train_config
 from lth_core.data import load_data
-from lth_core.engine.population import Population
-from lth_core.engine.search import auto_population, run_search
+from lth_core.engine.population import Population, auto_population
+from lth_core.engine.search import run_search
 from lth_core.engine.stage import init_model
 from lth_core.engine.train import resolve_device
 from lth_core.models import build, is_buildable

@@ -12,8 +12,7 @@ import torch
 
 from lth_core.config import SearchConfig, TrainConfig, default_train_config
 from lth_core.data import batches, load_data
-from lth_core.engine.population import Member, Population, train_population_stage
-from lth_core.engine.search import auto_population
+from lth_core.engine.population import Member, Population, auto_population, train_population_stage
 from lth_core.engine.stage import init_model
 from lth_core.engine.train import train_stage
 from lth_core.models import ARCHITECTURES, build

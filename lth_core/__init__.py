@@ -8,7 +8,7 @@ without torch and handles even a Ctrl-C during its imports in one line.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 _EXPORTS = {
     "ARCHITECTURES": "lth_core.models",
@@ -27,31 +27,7 @@ _EXPORTS = {
     "ticket_search": "lth_core.engine.search",
 }
 
-__all__ = [
-    "ARCHITECTURES",
-    "PRUNERS",
-    "SearchConfig",
-    "TrainConfig",
-    "build",
-    "default_train_config",
-    "lamp_masks",
-    "lamp_scores",
-    "load_results",
-    "load_ticket",
-    "magnitude_masks",
-    "random_masks",
-    "run_search",
-    "ticket_search",
-]
-
-if TYPE_CHECKING:
-    from lth_core.config import SearchConfig, TrainConfig, default_train_config
-    from lth_core.engine.search import run_search, ticket_search
-    from lth_core.models import ARCHITECTURES, build
-    from lth_core.pruning import PRUNERS, lamp_masks, lamp_scores, magnitude_masks, random_masks
-    from lth_core.store import load_results
-    from lth_core.ticket import load_ticket
-
+__all__ = sorted(_EXPORTS)
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:

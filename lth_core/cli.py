@@ -14,6 +14,8 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
+from lth_core.config import ConfigError, SearchConfig, TrainConfig, default_train_config
+
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
@@ -80,8 +82,6 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, title: str,
 def configs_from_args(args: argparse.Namespace, arch: str) -> Any:
     """The ``SearchConfig`` the flags ask for: ``arch``'s recipe where a training flag is
     unset. Raises ConfigError naming the field."""
-    from lth_core.config import SearchConfig, TrainConfig, default_train_config
-
     train = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
              if getattr(args, f.name) is not None}
     search = {f.name: getattr(args, f.name) for f in dataclasses.fields(SearchConfig)
@@ -115,8 +115,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also store trained weights: each run's Best Sparse and Sparsest "
                         "Matching tickets (best) or every stage's (all); for lth ticket")
     s.add_argument("--no-progress", action="store_true")
-    from lth_core.config import SearchConfig
-
     add_config_flags(s, SearchConfig, "ticket search")
 
     t = sub.add_parser("ticket", help="export a run's ticket as a model", allow_abbrev=False)
@@ -151,7 +149,6 @@ def _search(args: argparse.Namespace) -> int:
     each folder's setup) before anything trains; a bad one is one line and exit code 2."""
     import functools
 
-    from lth_core.config import ConfigError
     from lth_core.data import DataSpecError, load_data
     from lth_core.engine.search import run_search
     from lth_core.engine.workers import WorkerError

@@ -31,19 +31,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from lth_core.store import atomic_write_bytes
+from lth_core.store import atomic_torch_save
 
 PAD = 4  # pixels of zero padding for the random crop
-
-__all__ = [
-    "DataSpecError",
-    "Dataset",
-    "Split",
-    "augment",
-    "batches",
-    "load_data",
-    "normalize",
-]
 
 IMAGE_SIZE = 32
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
@@ -87,9 +77,6 @@ class Split:
 
     def __len__(self) -> int:
         return self.labels.shape[0]
-
-    def __repr__(self) -> str:
-        return f"Split(n={len(self)}, device={self.images.device})"
 
     def to(self, device: torch.device | str) -> Split:
         """Both tensors on ``device`` (no copy when already there)."""
@@ -187,8 +174,8 @@ def _check_known_counts(name: str, train: Split, test: Split, classes: list[str]
     """
     if classes != CIFAR10_CLASSES or not name.lower().replace("-", "").startswith("cifar10"):
         return
-    for split, part, want in (("train", train, CIFAR10_PER_CLASS[0]),
-                                         ("test", test, CIFAR10_PER_CLASS[1])):
+    for split, part, want in zip(("train", "test"), (train, test), CIFAR10_PER_CLASS,
+                                 strict=True):
         per_class = torch.bincount(part.labels, minlength=len(classes)).tolist()
         if per_class != [want] * len(classes):
             raise DataSpecError(
@@ -433,9 +420,7 @@ def _cached(cache: Path, key: str, size: int, build) -> tuple[Split, Split, list
             "test_images": test.images, "test_labels": test.labels,
             "classes": classes, "checksum": _checksum(train, test)}
     try:
-        buf = io.BytesIO()
-        torch.save(blob, buf)
-        atomic_write_bytes(path, buf.getvalue())
+        atomic_torch_save(path, blob)
     except OSError as e:
         warnings.warn(f"could not write data cache {path}: {e}", stacklevel=3)
     return train, test, classes
@@ -508,12 +493,8 @@ def _normalize(images: torch.Tensor, m: torch.Tensor, s: torch.Tensor) -> torch.
 
 
 def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random crop (4-pixel zero padding) + random horizontal flip of a uint8 batch.
-
-    Offsets (two ``randint(0, 9, (B, 1))`` draws: rows, then columns) and flips (one
-    ``randint(0, 2, (B, 1))``) come from the CPU ``generator``, so the output is the same on
-    every device; the crop is a gather of rows, then of columns, from the padded batch.
-    """
+    """Random crop (4-pixel zero padding) + random horizontal flip of a uint8 batch, drawn
+    from the CPU ``generator`` so that the output is the same on every device."""
     b, _, h, w = images.shape
     return apply_augment(images, *draw_augment(b, h, w, generator))
 
@@ -563,7 +544,21 @@ def batches(
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     if (shuffle or augment) and generator is None:
         raise ValueError("shuffle/augment need an explicit CPU torch.Generator")
-    return _epoch(split, batch_size, mean, std, device, shuffle, augment, generator, drop_last)
+    m, s = _stats_tensors(mean, std, device)
+    plan = epoch_plan(len(split), batch_size, shuffle=shuffle, augment=augment,
+                      generator=generator, drop_last=drop_last,
+                      image_hw=tuple(split.images.shape[2:]))
+
+    def epoch() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for idx, rows, cols in plan:
+            idx = idx.to(split.images.device)
+            x = split.images[idx].to(device, non_blocking=True)
+            y = split.labels[idx].to(device, non_blocking=True)
+            if rows is not None:
+                x = apply_augment(x, rows, cols)
+            yield _normalize(x, m, s), y
+
+    return epoch()
 
 
 def epoch_plan(
@@ -583,20 +578,6 @@ def epoch_plan(
             yield (idx, *draw_augment(len(idx), *image_hw, generator))
         else:
             yield idx, None, None
-
-
-def _epoch(split, batch_size, mean, std, device, shuffle, do_augment, generator, drop_last):
-    m, s = _stats_tensors(mean, std, device)
-    plan = epoch_plan(len(split), batch_size, shuffle=shuffle, augment=do_augment,
-                      generator=generator, drop_last=drop_last,
-                      image_hw=tuple(split.images.shape[2:]))
-    for idx, rows, cols in plan:
-        idx = idx.to(split.images.device)
-        x = split.images[idx].to(device, non_blocking=True)
-        y = split.labels[idx].to(device, non_blocking=True)
-        if rows is not None:
-            x = apply_augment(x, rows, cols)
-        yield _normalize(x, m, s), y
 
 
 def _one_line(text: str) -> str:

@@ -46,13 +46,16 @@ def full_masks(model: nn.Module) -> Masks:
 
 
 @torch.no_grad()
-def apply_masks(model: nn.Module, masks: Masks | None) -> None:
-    """Zero the pruned weights in place."""
+def apply_masks(model: nn.Module, masks: Masks | None, grad: bool = False) -> None:
+    """Zero the pruned weights in place; with ``grad``, their gradients instead (so that
+    momentum never moves them)."""
     if not masks:
         return
     params = dict(model.named_parameters())
     for name, m in masks.items():
-        params[name].mul_(m.to(params[name].device, params[name].dtype))
+        t = params[name].grad if grad else params[name]
+        if t is not None:
+            t.mul_(m.to(t.device, t.dtype))
 
 
 def density(masks: Masks) -> float:

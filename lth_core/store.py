@@ -132,6 +132,27 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True).encode())
+
+
+def atomic_torch_save(path: Path, obj: Any) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def _stage_count(k: Any) -> int | None:
+    """``k`` when it can be a number of stages (an int, not a bool), else None."""
+    return k if isinstance(k, int) and not isinstance(k, bool) else None
+
+
 def pack_masks(masks: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     """Masks as bit-packed arrays plus a JSON index: the layout of ``mask-stage-K.npz``, and
     what the Ray engine sends (small, and one format to read)."""
@@ -189,6 +210,15 @@ def _read_json_dict(path: Path, key: str, kind: type, what: str) -> dict[str, An
     if not isinstance(out, dict) or not isinstance(out.get(key), kind):
         raise ValueError(what)
     return out
+
+
+def _read_search(path: Path, warn: bool = False) -> dict[str, Any] | None:
+    try:
+        return _read_json_dict(path, "config", dict, "not a search setup")
+    except (OSError, ValueError) as err:
+        if warn:
+            _warn_corrupt(path, err)
+        return None
 
 
 def _load_torch(path: Path) -> Any:
@@ -316,12 +346,10 @@ class ResultsStore:
     def search_path(self, arch: str) -> Path:
         return self.arch_dir(arch) / SEARCH_META
 
-    def read_search(self, arch: str) -> dict[str, Any] | None:
-        """The config and data every run of ``arch`` used; None if absent or unreadable."""
-        try:
-            return json.loads(self.search_path(arch).read_text())
-        except (OSError, ValueError):
-            return None
+    def read_search(self, arch: str, warn: bool = False) -> dict[str, Any] | None:
+        """The setup every run of ``arch`` used (``search.json``); None when missing or
+        damaged (with ``warn``, a warning names it)."""
+        return _read_search(self.search_path(arch), warn)
 
     def check_search(self, arch: str, meta: dict[str, Any], stages: int | None = None,
                      device_type: str | None = None) -> None:
@@ -337,15 +365,13 @@ class ResultsStore:
 
         Configs are compared as ``config.setup_identity`` on ``device_type`` (the device
         the search trains on): fields that do not change its results there do not count.
-
-        ``stages``, the K this search asks for, is recorded as the folder's declared K
-        (``declared_stages``) in a ``search.json`` written here; ``declare_stages`` raises it
-        once a search with more stages has run.
+        ``stages``, the K this search asks for, is the declared K of a ``search.json``
+        written here (``declare_stages`` raises it later).
         """
         folder = self.arch_dir(arch)
         path = folder / SEARCH_META
         sweep_temporaries(folder, self.stale_after)
-        old = self._read_meta(path)
+        old = self.read_search(arch, warn=True)
         if old is not None:
             old.pop("stages", None)  # the declared K may grow: not part of the setup
         records = sorted(folder.glob("run-*/stage-*.json"))
@@ -359,7 +385,8 @@ class ResultsStore:
                 old = None
             elif diff:
                 raise self._other_setup(arch, diff, path)
-        for setup, where in _record_setups(records):
+        setups, record_ks = _record_setups(records)
+        for setup, where in setups:
             diff = setup_difference(setup, meta, device_type)
             if diff:
                 raise self._other_setup(arch, diff, where)
@@ -368,34 +395,18 @@ class ResultsStore:
                 warnings.warn(f"{path} is missing or damaged; rebuilt from the setup its "
                               f"{len(records)} records carry", CorruptRecordWarning,
                               stacklevel=2)
-            k = max([stages or 0, *_record_stages(records)])
-            atomic_write_bytes(path, json.dumps({**meta, **({"stages": k} if k else {})},
-                                                indent=1, sort_keys=True).encode())
+            k = max([stages or 0, *record_ks])
+            atomic_write_json(path, {**meta, **({"stages": k} if k else {})})
 
     def declare_stages(self, arch: str, stages: int, add_missing: bool = False) -> None:
         """Raise the K ``search.json`` declares to ``stages`` (never lower it). Called after a
         search ran, so that a refused one writes nothing; a ``search.json`` written before K
         was declared is left as it is, unless ``add_missing`` (the caller knows the K its
         runs are meant to reach: a campaign that advances them stage by stage)."""
-        path = self.search_path(arch)
-        try:
-            meta = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return
-        if not isinstance(meta, dict):
-            return
-        k = meta.get("stages", 0 if add_missing else None)
-        if isinstance(k, int) and not isinstance(k, bool) and stages > k:
-            atomic_write_bytes(path, json.dumps({**meta, "stages": stages}, indent=1,
-                                                sort_keys=True).encode())
-
-    def _read_meta(self, path: Path) -> dict[str, Any] | None:
-        """``search.json``; None when missing, or (with a warning) when damaged."""
-        try:
-            return _read_json_dict(path, "config", dict, "not a search setup")
-        except (OSError, ValueError) as err:
-            _warn_corrupt(path, err)
-            return None
+        meta = self.read_search(arch)
+        k = _stage_count(meta.get("stages", 0 if add_missing else None)) if meta else None
+        if k is not None and stages > k:
+            atomic_write_json(self.search_path(arch), {**meta, "stages": stages})
 
     def _other_setup(self, arch: str, diff: str, where: Path) -> StoreError:
         folder = self.root / arch
@@ -417,15 +428,12 @@ class ResultsStore:
                       *run.glob("mask-stage-*.npz"), *run.glob("hidden-stage-*.npz")]:
                 f.unlink(missing_ok=True)
 
-    def code_patch_path(self, arch: str, sha256: str) -> Path:
-        return self.root / arch / f"code-{sha256}.patch"
-
     def write_code_patch(self, arch: str, patch: bytes | None) -> Path | None:
         """Keep a dirty checkout's diff beside the records it computes (named by its hash,
         which each record's provenance carries); nothing for a clean one."""
         if not patch:
             return None
-        path = self.code_patch_path(arch, hashlib.sha256(patch).hexdigest())
+        path = self.arch_dir(arch) / f"code-{hashlib.sha256(patch).hexdigest()}.patch"
         if not path.exists():
             atomic_write_bytes(path, patch)
         return path
@@ -433,17 +441,20 @@ class ResultsStore:
     # -- records -----------------------------------------------------------------------------
     def write_record(self, record: dict[str, Any]) -> None:
         path = self.record_path(record["arch"], record["run"], record["stage"])
-        atomic_write_bytes(path, json.dumps(record, indent=1, sort_keys=True).encode())
+        atomic_write_json(path, record)
 
     def read_record(self, arch: str, run: int, stage: int) -> dict[str, Any] | None:
         return read_record(self.record_path(arch, run, stage))
 
+    def run_records(self, arch: str, run: int) -> pd.DataFrame:
+        """The valid records of one run, as ``load_results`` gives them."""
+        return _records_frame(sorted(self.run_dir(arch, run).glob("stage-*.json")))
+
     def write_hidden(self, arch: str, run: int, stage: int,
                      arcs: list[tuple[str, np.ndarray]]) -> None:
         """Per-block 2D arcs, stored in order as ``000_<name>`` arrays."""
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **{f"{i:03d}_{n}": a for i, (n, a) in enumerate(arcs)})
-        atomic_write_bytes(self.run_dir(arch, run) / f"hidden-stage-{stage}.npz", buf.getvalue())
+        atomic_write_bytes(self.run_dir(arch, run) / f"hidden-stage-{stage}.npz",
+                           _npz_bytes({f"{i:03d}_{n}": a for i, (n, a) in enumerate(arcs)}))
 
     def read_hidden(self, arch: str, run: int, stage: int) -> list[tuple[str, np.ndarray]]:
         path = self.run_dir(arch, run) / f"hidden-stage-{stage}.npz"
@@ -456,9 +467,8 @@ class ResultsStore:
 
     def write_ticket(self, arch: str, run: int, stage: int, state: dict[str, torch.Tensor]) -> None:
         """The trained weights of a stage (a state_dict; pruned weights are exactly zero)."""
-        buf = io.BytesIO()
-        torch.save({k: v.detach().cpu() for k, v in state.items()}, buf)
-        atomic_write_bytes(self.ticket_path(arch, run, stage), buf.getvalue())
+        atomic_torch_save(self.ticket_path(arch, run, stage),
+                          {k: v.detach().cpu() for k, v in state.items()})
 
     def read_ticket(self, arch: str, run: int, stage: int) -> dict[str, torch.Tensor] | None:
         """A kept stage's trained weights, or None when not kept (or, with a warning,
@@ -474,9 +484,7 @@ class ResultsStore:
     # -- masks and initial weights: what continuing needs besides the records --------------
     def write_mask(self, arch: str, run: int, stage: int, masks: dict[str, torch.Tensor]) -> None:
         """The mask ``stage`` produced, bit-packed (LeNet-5: 8 KB)."""
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **pack_masks(masks))
-        atomic_write_bytes(self.mask_path(arch, run, stage), buf.getvalue())
+        atomic_write_bytes(self.mask_path(arch, run, stage), _npz_bytes(pack_masks(masks)))
 
     def read_mask(self, arch: str, run: int, stage: int) -> dict[str, torch.Tensor] | None:
         """The mask ``stage`` produced, or None (with a warning naming the file) when missing
@@ -509,14 +517,11 @@ class ResultsStore:
             return None
 
     def write_init(self, arch: str, run: int, info: dict[str, Any]) -> None:
-        atomic_write_bytes(self.run_dir(arch, run) / "init.json",
-                           json.dumps(info, indent=1, sort_keys=True).encode())
+        atomic_write_json(self.run_dir(arch, run) / "init.json", info)
 
     # -- checkpoints -------------------------------------------------------------------------
     def save_checkpoint(self, arch: str, run: int, state: dict[str, Any]) -> None:
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        atomic_write_bytes(self.checkpoint_path(arch, run), buf.getvalue())
+        atomic_torch_save(self.checkpoint_path(arch, run), state)
 
     def load_checkpoint(self, arch: str, run: int) -> dict[str, Any] | None:
         return _load_torch(self.checkpoint_path(arch, run))
@@ -581,38 +586,25 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _record_stages(paths: list[Path]) -> list[int]:
-    """The K (``stages``) in the config of each readable record at ``paths``."""
-    out = []
-    for path in paths:
-        try:
-            k = _load_record(path).get("provenance", {}).get("config", {}).get("stages")
-        except (OSError, ValueError):
-            continue
-        if isinstance(k, int) and not isinstance(k, bool):
-            out.append(k)
-    return out
-
-
 def declared_stages(root: str | os.PathLike) -> dict[str, int]:
     """Per search under ``root`` (one level, as ``load_results`` reads it) the K its
     ``search.json`` declares; searches that declare none (written by earlier versions) are
     left out."""
     out = {}
     for path in sorted(Path(root).glob(f"*/{SEARCH_META}")):
-        try:
-            k = json.loads(path.read_text()).get("stages")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if isinstance(k, int) and not isinstance(k, bool) and k >= 1:
+        meta = _read_search(path)
+        k = _stage_count(meta.get("stages")) if meta else None
+        if k is not None and k >= 1:
             out[path.parent.name] = k
     return out
 
 
-def _record_setups(paths: list[Path]) -> list[tuple[dict[str, Any], Path]]:
+def _record_setups(paths: list[Path]) -> tuple[list[tuple[dict[str, Any], Path]], list[int]]:
     """The distinct setups (as in ``search.json``) the records at ``paths`` carry, each with
-    one record that carries it; unreadable records are left to ``read_record`` to report."""
+    one record that carries it, and the K (``stages``) each record's config asked for;
+    unreadable records are left to ``read_record`` to report."""
     seen: dict[str, tuple[dict[str, Any], Path]] = {}
+    ks = []
     for path in paths:
         try:
             rec = _load_record(path)
@@ -620,6 +612,8 @@ def _record_setups(paths: list[Path]) -> list[tuple[dict[str, Any], Path]]:
             continue
         prov = rec.get("provenance", {})
         config = json.loads(json.dumps(prov.get("config", {})))
+        if _stage_count(config.get("stages")) is not None:
+            ks.append(config["stages"])
         setup: dict[str, Any] = {"name": rec["arch"]}
         if config:
             setup["config"] = config
@@ -629,7 +623,7 @@ def _record_setups(paths: list[Path]) -> list[tuple[dict[str, Any], Path]]:
         if "model" in prov:
             setup["model"] = prov["model"]
         seen.setdefault(json.dumps(setup, sort_keys=True), (setup, path))
-    return list(seen.values())
+    return list(seen.values()), ks
 
 
 def setup_difference(stored: dict[str, Any], wanted: dict[str, Any],
@@ -670,8 +664,13 @@ def load_results(path: str | os.PathLike) -> pd.DataFrame:
     root = Path(path)
     if not root.is_dir():
         raise StoreError(f"results path {root} is not a directory")
+    return _records_frame(sorted(root.glob("*/run-*/stage-*.json")))
+
+
+def _records_frame(paths: list[Path]) -> pd.DataFrame:
+    """The valid records at ``paths`` as ``load_results`` returns them."""
     rows = []
-    for rec_path in sorted(root.glob("*/run-*/stage-*.json")):
+    for rec_path in paths:
         rec = read_record(rec_path)
         if rec is None:
             continue

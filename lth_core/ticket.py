@@ -18,77 +18,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 from torch import nn
 
-from lth_core.analysis.metrics import run_summary
+from lth_core.analysis.metrics import ticket_stage
 from lth_core.config import search_config_from_dict
 from lth_core.data import Dataset
-from lth_core.pruning import Masks, full_masks
-from lth_core.store import ResultsStore, atomic_write_bytes, read_record
+from lth_core.engine.search import evaluation_pairs
+from lth_core.engine.stage import StageJob, compute_stage, trained_mask
+from lth_core.engine.train import resolve_device
+from lth_core.models import build, check_arch
+from lth_core.pruning import Masks
+from lth_core.store import ResultsStore, atomic_torch_save, atomic_write_bytes, read_record
 
-KEEP = ("none", "best", "all")  # run_search's keep_weights
-SELECTED = {"best": "best_sparse", "sparsest": "sparsest_matching"}
 FORMATS = ("state_dict", "prune", "onnx")
 
 
 class TicketError(ValueError):
     """No such run or stage, or no winning ticket to load; one line."""
-
-
-def run_records(store: ResultsStore, name: str, run: int) -> pd.DataFrame:
-    """The stored records of one run, one row per stage (``load_results``'s columns)."""
-    rows = []
-    for path in sorted(store.run_dir(name, run).glob("stage-*.json")):
-        rec = read_record(path)
-        if rec is not None:
-            rows.append(rec)
-    return pd.DataFrame(rows).sort_values("stage") if rows else pd.DataFrame()
-
-
-def ticket_stage(records: pd.DataFrame, stage: str | int, select_on: str = "test") -> int:
-    """The stage ``stage`` names in a run's records: K itself, or the run's Best Sparse
-    (``"best"``) or Sparsest Matching (``"sparsest"``) ticket, chosen as Table 2 chooses."""
-    if records.empty:
-        raise TicketError("the run has no records")
-    if isinstance(stage, int) and not isinstance(stage, bool):
-        if stage not in set(records["stage"]):
-            raise TicketError(f"stage {stage} is not recorded (stages "
-                              f"{', '.join(map(str, sorted(records['stage'])))})")
-        return stage
-    if stage not in SELECTED:
-        raise TicketError(f"stage must be best, sparsest or a stage number, got {stage!r}")
-    row = run_summary(records, select_on=select_on).iloc[0]
-    k = row[f"{SELECTED[stage]}_stage"]
-    if pd.isna(k):
-        raise TicketError(f"run {int(row['run'])} found no winning ticket (no pruned stage "
-                          "matched the dense one); name a stage number instead")
-    return int(k)
-
-
-def stage_mask(store: ResultsStore, name: str, run: int, stage: int,
-               model: nn.Module) -> Masks:
-    """The mask stage ``stage`` trained: every weight at stage 0, else stage-1's pruning."""
-    if stage == 0:
-        return full_masks(model)
-    masks = store.read_mask(name, run, stage - 1)
-    if masks is None:
-        raise TicketError(f"the mask of stage {stage} of run {run} is not stored")
-    return masks
-
-
-def keep_selected(store: ResultsStore, name: str, run: int) -> None:
-    """``keep_weights="best"`` once a run is done: keep the Best Sparse and Sparsest
-    Matching tickets' weights, remove the other stages'."""
-    records = run_records(store, name, run)
-    keep = set()
-    for which in SELECTED:
-        try:
-            keep.add(ticket_stage(records, which))
-        except TicketError:
-            pass  # no winner: nothing to keep
-    store.keep_tickets(name, run, keep)
 
 
 def load_ticket(results: str | os.PathLike, name: str, run: int, stage: str | int = "best",
@@ -103,24 +50,23 @@ def load_ticket(results: str | os.PathLike, name: str, run: int, stage: str | in
     kept weights the stage is retrained from theta_init times its mask with the run's seed
     (a warning says so), which needs ``data``.
     """
-    from lth_core.engine.search import evaluation_pairs
-    from lth_core.engine.stage import StageJob, compute_stage
-    from lth_core.engine.train import resolve_device
-    from lth_core.models import build, check_arch
-
     if not Path(results).is_dir():
         raise TicketError(f"results path {results} is not a directory")
     store = ResultsStore(results)
     if not store.run_dir(name, run).is_dir():
         raise TicketError(f"no run {run} of {name!r} in {results}")
-    records = run_records(store, name, run)
-    k = ticket_stage(records, stage, select_on)
+    try:
+        k = ticket_stage(store.run_records(name, run), stage, select_on)
+    except ValueError as err:
+        raise TicketError(str(err)) from None
     record = read_record(store.record_path(name, run, k))
     if model_fn is None:
         check_arch(name)
         model_fn = functools.partial(build, name)
     model = model_fn()
-    masks = stage_mask(store, name, run, k, model)
+    masks = trained_mask(store, name, run, k, lambda: model)
+    if masks is None:
+        raise TicketError(f"the mask of stage {k} of run {run} is not stored")
     state = store.read_ticket(name, run, k)
     if state is None:
         if data is None:
@@ -144,7 +90,7 @@ def load_ticket(results: str | os.PathLike, name: str, run: int, stage: str | in
 
 
 def export_ticket(model: nn.Module, masks: Masks, out: str | os.PathLike,
-                  fmt: str = "state_dict", example: torch.Tensor | None = None) -> Path:
+                  fmt: str = "state_dict") -> Path:
     """Write a ticket: ``state_dict`` (``{"state_dict", "masks"}``), ``prune`` (the model
     with ``prune.custom_from_mask`` on every masked weight, saved whole with ``torch.save``;
     load it with ``weights_only=False``) or ``onnx`` (needs the onnx package)."""
@@ -165,14 +111,11 @@ def export_ticket(model: nn.Module, masks: Masks, out: str | os.PathLike,
             import onnx  # noqa: F401
         except ImportError:
             raise TicketError("--format onnx needs the onnx package (pip install onnx)") from None
-        x = example if example is not None else torch.zeros(1, 3, 32, 32)
         buf = io.BytesIO()
-        torch.onnx.export(model, (x,), buf, dynamo=False)
+        torch.onnx.export(model, (torch.zeros(1, 3, 32, 32),), buf, dynamo=False)
         atomic_write_bytes(path, buf.getvalue())
         return path
     else:
         raise TicketError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    buf = io.BytesIO()
-    torch.save(blob, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_torch_save(path, blob)
     return path

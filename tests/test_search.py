@@ -307,3 +307,37 @@ def test_kill_9_population_search_then_resume_equals_uninterrupted(tmp_path):
     done = subprocess.run(cmd + ["--results", str(killed)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert load_results(killed)[COMPARED].equals(expected)
+
+
+def test_run_state_reads_the_store_once():
+    """``RunState`` reads where a run stands when it is made; asking for the next stage, and
+    advancing past a written one, read no record again."""
+    from lth_core.config import SearchConfig
+    from lth_core.engine.stage import RunState, StageResult
+
+    class Store:  # a run with stages 0 and 1 recorded and stage 1's mask stored
+        reads = 0
+
+        def recorded_stages(self, name, run, stages):
+            return 2
+
+        def load_checkpoint(self, name, run):
+            return None
+
+        def read_mask(self, name, run, stage):
+            return {"w": torch.ones(3, dtype=torch.bool)}
+
+        def read_init(self, name, run):
+            return {"theta_init_sha256": "x"}
+
+        def read_record(self, name, run, stage):
+            Store.reads += 1
+            return {}
+
+    st = RunState(Store(), "tiny", 0, SearchConfig(stages=4), lambda: nn.Linear(3, 1))
+    reads = Store.reads
+    assert st.pending() == st.pending() == 2
+    st.advance(StageResult(0, 2, {"theta_init_sha256": "x"},
+                           mask={"w": torch.ones(3, dtype=torch.bool)}), checkpoint=False)
+    assert st.pending() == 3 and st.job(3).new
+    assert Store.reads == reads

@@ -116,6 +116,30 @@ def run_summary(
     return out
 
 
+SELECTED = {"best": "best_sparse", "sparsest": "sparsest_matching"}  # lth ticket --stage
+
+
+def ticket_stage(records: pd.DataFrame, stage: str | int, select_on: str = "test") -> int:
+    """The stage ``stage`` names in one run's records: K itself, or the run's Best Sparse
+    (``"best"``) or Sparsest Matching (``"sparsest"``) ticket, chosen as Table 2 chooses.
+    ValueError (one line) when there is no such stage."""
+    if records.empty:
+        raise ValueError("the run has no records")
+    if isinstance(stage, int) and not isinstance(stage, bool):
+        if stage not in set(records["stage"]):
+            raise ValueError(f"stage {stage} is not recorded (stages "
+                             f"{', '.join(map(str, sorted(records['stage'])))})")
+        return stage
+    if stage not in SELECTED:
+        raise ValueError(f"stage must be best, sparsest or a stage number, got {stage!r}")
+    row = run_summary(records, select_on=select_on).iloc[0]
+    k = row[f"{SELECTED[stage]}_stage"]
+    if pd.isna(k):
+        raise ValueError(f"run {int(row['run'])} found no winning ticket (no pruned stage "
+                         "matched the dense one); name a stage number instead")
+    return int(k)
+
+
 def search_stages(df: pd.DataFrame, declared: dict[str, int] | None = None) -> dict[str, int]:
     """K per arch: the search's ``declared`` K (``lth_core.store.declared_stages``) where
     given, else the stages its records were asked for (``stages`` in their config, when the

@@ -100,26 +100,20 @@ def _arc_on_model(model: nn.Module, x0: Tensor, x1: Tensor, n_points: int) -> Te
     return arc(x0, x1, n_points)
 
 
-def _outputs(model: nn.Module, x0: Tensor, x1: Tensor, n_points: int) -> Tensor:
-    """Model outputs on the arc, (n_points, ...), on the CPU (logits are small, and CPU SVD is
-    deterministic); the caller handles eval mode / no_grad."""
-    batch = _arc_on_model(model, x0, x1, n_points)
-    return torch.cat([model(chunk) for chunk in batch.split(CHUNK)]).cpu()
-
-
 def output_arc(model: nn.Module, x0: Tensor, x1: Tensor, n_points: int = 1000) -> Tensor:
-    """The model's outputs (logits) on the arc through x0 and x1, (n_points, ...), on the CPU,
-    measured as every length here is (eval mode, no_grad, fp32)."""
+    """The model's outputs (logits) on the arc through x0 and x1, (n_points, ...), measured
+    as every length here is (eval mode, no_grad, fp32), on the CPU (logits are small, and
+    CPU SVD is deterministic)."""
     with _measuring(model):
-        return _outputs(model, x0, x1, n_points)
+        batch = _arc_on_model(model, x0, x1, n_points)
+        return torch.cat([model(chunk) for chunk in batch.split(CHUNK)]).cpu()
 
 
 def trajectory_length(
     model: nn.Module, x0: Tensor, x1: Tensor, n_points: int = 1000, project_2d: bool = False
 ) -> float:
     """Length of the closed output curve (logits) of the arc through single inputs x0, x1."""
-    with _measuring(model):
-        out = _outputs(model, x0, x1, n_points)
+    out = output_arc(model, x0, x1, n_points)
     points = _project(out) if project_2d else out
     return curve_length(points, closed=True)
 
@@ -131,11 +125,10 @@ def mean_trajectory_lengths(
     if pairs.dim() < 2 or pairs.shape[1] != 2:
         raise ValueError(f"pairs must have shape (P, 2, ...), got {tuple(pairs.shape)}")
     full, flat = [], []
-    with _measuring(model):
-        for pair in pairs:
-            out = _outputs(model, pair[0], pair[1], n_points)
-            full.append(curve_length(out))
-            flat.append(curve_length(_project(out)))
+    for pair in pairs:
+        out = output_arc(model, pair[0], pair[1], n_points)
+        full.append(curve_length(out))
+        flat.append(curve_length(_project(out)))
     mean = lambda xs: float(np.mean(xs)) if xs else float("nan")
     return {"traj_len": mean(full), "traj_len_2d": mean(flat)}
 

@@ -25,22 +25,19 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
-from lth_core.config import TrainConfig
+from lth_core.config import SearchConfig, TrainConfig
 from lth_core.data import Dataset, Split, _stats_tensors, apply_augment, epoch_plan
-from lth_core.engine.seeding import derive_seed
+from lth_core.engine.seeding import derive_seed, init_model
 from lth_core.engine.train import (
     EarlyStopping,
     StageOutcome,
     TrainingDiverged,
     backend_flags,
+    cpu_copy,
     lr_at,
     make_optimizer,
 )
 from lth_core.pruning import Masks
-
-
-def tqdm_write(msg: str) -> None:
-    tqdm.write(msg, file=sys.stderr)
 
 
 class StackedBatchNorm2d(nn.BatchNorm2d):
@@ -70,16 +67,6 @@ class StackedBatchNorm2d(nn.BatchNorm2d):
         scale = torch.rsqrt(var + self.eps) * self.weight
         y = (xf - mean.view(shape)) * scale.view(shape) + self.bias.view(shape)
         return y.to(x.dtype)
-
-
-def stackable_batchnorm(model: nn.Module) -> nn.Module:
-    """Give every ``nn.BatchNorm2d`` of ``model`` the forward of ``StackedBatchNorm2d``.
-
-    Names, parameters and buffers are unchanged, so state dicts still load either way."""
-    for m in model.modules():
-        if type(m) is nn.BatchNorm2d:
-            m.__class__ = StackedBatchNorm2d
-    return model
 
 
 CHANNELS_LAST_POPULATION = (
@@ -112,8 +99,10 @@ class Population:
         # hand, not by autocast: on CUDA a vmapped convolution with a bias slipped past
         # autocast's casts ("Input type BFloat16 and bias type float") in torch 2.11.
         self._low: set[str] = set()
-        if self.amp:
-            stackable_batchnorm(self.base)
+        if self.amp:  # BatchNorm's forward swapped: names, parameters, buffers unchanged
+            for m in self.base.modules():
+                if type(m) is nn.BatchNorm2d:
+                    m.__class__ = StackedBatchNorm2d
             self._low = {f"{m}.{n}" if m else n for m, mod in self.base.named_modules()
                          if isinstance(mod, nn.Conv2d | nn.Linear)
                          for n, _ in mod.named_parameters(recurse=False)}
@@ -178,30 +167,34 @@ class Population:
             return self._graph_step(x, y, lrs)
         return self._step(x, y, lrs.to(self.device))
 
+    def _rng_state(self, state: Tensor | None = None) -> Tensor:
+        """The device's global RNG state; with ``state``, set it first."""
+        cuda = self.device.type == "cuda"
+        if state is not None and cuda:
+            torch.cuda.set_rng_state(state, self.device)
+        elif state is not None:
+            torch.set_rng_state(state)
+        return torch.cuda.get_rng_state(self.device) if cuda else torch.get_rng_state()
+
     def seed_dropout(self, seeds: Sequence[int]) -> None:
         """Start each member's dropout stream, as ``torch.manual_seed`` starts a single run's."""
         if not self.has_dropout:
             return
-        cuda = self.device.type == "cuda"
-        with torch.random.fork_rng(devices=[self.device] if cuda else []):
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             self._rng = []
             for seed in seeds:
                 torch.manual_seed(seed)
-                self._rng.append(torch.cuda.get_rng_state(self.device) if cuda
-                                 else torch.get_rng_state())
+                self._rng.append(self._rng_state())
 
     def _member_forward(self, i: int, params: dict[str, Tensor], x: Tensor) -> Tensor:
-        cuda = self.device.type == "cuda"
-        get = (lambda: torch.cuda.get_rng_state(self.device)) if cuda else torch.get_rng_state
-        put = (lambda s: torch.cuda.set_rng_state(s, self.device)) if cuda else torch.set_rng_state
-        outer = get()
+        outer = self._rng_state()
         if self._rng:
-            put(self._rng[i])
+            self._rng_state(self._rng[i])
         out = functional_call(self.base, ({n: p[i] for n, p in params.items()},
                                           {n: b[i] for n, b in self.buffers.items()}), (x,))
         if self._rng:
-            self._rng[i] = get()
-        put(outer)
+            self._rng[i] = self._rng_state()
+        self._rng_state(outer)
         return out
 
     GRAPH_WARMUP = 3  # eager steps before capture: lazy init, and momentum buffers exist
@@ -214,11 +207,15 @@ class Population:
             if self._eager_steps < self.GRAPH_WARMUP:
                 self._eager_steps += 1
                 return self._step(x, y, lrs.to(self.device))
-            try:
-                self._capture(x, y, lrs)
-                io = self._graph_io
+            try:  # the eager steps before this one were the warm-up torch's docs ask for
+                io = {"x": x.clone(), "y": y.clone(), "lr": lrs.to(self.device).clone()}
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    io["loss"] = self._step(io["x"], io["y"], io["lr"])
+                self._graph, self._graph_io = graph, io
             except RuntimeError as err:  # an op that cannot be captured: stay eager
-                tqdm_write(f"CUDA graph capture failed ({err}); training eagerly")
+                tqdm.write(f"CUDA graph capture failed ({err}); training eagerly",
+                           file=sys.stderr)
                 self.use_graph, self._graph, self._graph_io = False, None, {}
                 torch.cuda.synchronize(self.device)
                 return self._step(x, y, lrs.to(self.device))
@@ -229,14 +226,6 @@ class Population:
         io["lr"].copy_(lrs)
         self._graph.replay()
         return io["loss"].clone()
-
-    def _capture(self, x: Tensor, y: Tensor, lrs: Tensor) -> None:
-        io = {"x": x.clone(), "y": y.clone(), "lr": lrs.to(self.device).clone()}
-        # the eager steps before this one were the warm-up torch's docs ask for
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            io["loss"] = self._step(io["x"], io["y"], io["lr"])
-        self._graph, self._graph_io = graph, io
 
     def _step(self, x: Tensor, y: Tensor, lrs: Tensor) -> Tensor:
         params, x = self._cast(x)
@@ -314,14 +303,13 @@ class Population:
         """Member ``i`` as a CPU ``state_dict`` of the architecture."""
         sd = self.base.state_dict()
         stacked = {**self.params, **self.buffers}
-        return {k: stacked[k][i].detach().to("cpu", copy=True).contiguous() for k in sd}
+        return {k: cpu_copy(stacked[k][i]) for k in sd}
 
     def member_optimizer_state(self, i: int, template: dict[str, Any]) -> dict[str, Any]:
         """Member ``i``'s momentum as a ``torch.optim.SGD`` state dict (indices by parameter)."""
         state = {}
         if self.momentum is not None:
-            state = {j: {"momentum_buffer": self.momentum[n][i].detach()
-                         .to("cpu", copy=True).contiguous()}
+            state = {j: {"momentum_buffer": cpu_copy(self.momentum[n][i])}
                      for j, n in enumerate(self.param_names)}
         return {"state": state, "param_groups": template["param_groups"]}
 
@@ -402,8 +390,7 @@ def train_population_stage(
 
     Returns, per member, its ``StageOutcome`` or the ``TrainingDiverged`` that stopped it
     (the other members go on). ``on_epoch(member_index, state)`` gets each member's
-    checkpointable state, in ``train_stage``'s format. A member's ``max_epochs`` (when set)
-    replaces ``cfg.max_epochs`` for it alone: its schedule's length and its last epoch.
+    checkpointable state, in ``train_stage``'s format; ``Member.max_epochs`` its own budget.
     """
     n = len(members)
     results: list[StageOutcome | TrainingDiverged | None] = [None] * n
@@ -480,3 +467,28 @@ def train_population_stage(
                 pop.keep(still)
             active = [active[pos] for pos in still]
     return results  # type: ignore[return-value]
+
+
+def auto_population(model_fn: Callable[[], nn.Module], cfg: SearchConfig,
+                    device: torch.device, n_runs: int) -> int:
+    """How many runs to train at once: on a GPU, as many as ~60% of free memory holds,
+    measured from the peak memory of one training step at population sizes 1 and 2. On a CPU
+    one: vmapped convolutions become grouped convolutions, whose CPU kernels are slower than
+    the members' convolutions one by one (see BENCHMARKS.md)."""
+    if device.type != "cuda":
+        return 1
+    peaks = []
+    x = torch.zeros(cfg.train.batch_size, 3, 32, 32)
+    for s in (1, 2):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        states = [init_model(model_fn, i).state_dict() for i in range(s)]
+        pop = Population(model_fn, states, [None] * s, cfg.train, device)
+        xs = x.to(device).expand(s, *x.shape).contiguous()
+        pop.train_step(xs, torch.zeros(s, x.shape[0], dtype=torch.long, device=device), 0.0)
+        peaks.append(torch.cuda.max_memory_allocated(device) - base)
+        del pop, xs
+    per_member = max(peaks[1] - peaks[0], 1)
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(1, min(n_runs, 64, int(0.6 * free / per_member)))

@@ -21,12 +21,13 @@ from typing import Any
 
 import torch
 
-from lth_core.engine.stage import StageJob, StageResult, compute_stage
+from lth_core.engine.population import auto_population
+from lth_core.engine.stage import StageContext, StageJob, StageResult
 from lth_core.provenance import code_patch
 from lth_core.store import pack_masks, unpack_masks
 
 
-def _stage_task(ctx: dict[str, Any], jobs: list[StageJob], use_gpu: bool,
+def _stage_task(ctx: StageContext, jobs: list[StageJob], use_gpu: bool,
                 population: bool) -> list[StageResult]:
     """The Ray task: ``compute_stage`` on this worker's device; provenance names the node."""
     import ray
@@ -37,8 +38,7 @@ def _stage_task(ctx: dict[str, Any], jobs: list[StageJob], use_gpu: bool,
         device = torch.device("cpu")
         torch.set_num_threads(1)
     jobs = [replace(j, masks=unpack_masks(j.masks)) for j in jobs]
-    out = compute_stage(ctx["model_fn"], ctx["data"], ctx["pairs"], ctx["cfg"],
-                        name=ctx["name"], jobs=jobs, device=device, population=population)
+    out = ctx.compute(jobs, device, population, checkpoint=False)
     node = {"executor": "ray", "ray_node": ray.get_runtime_context().get_node_id(),
             "ray_node_ip": ray.util.get_node_ip_address()}
     for res in out:
@@ -48,12 +48,6 @@ def _stage_task(ctx: dict[str, Any], jobs: list[StageJob], use_gpu: bool,
         if res.mask is not None:
             res.mask = pack_masks(res.mask)
     return out
-
-
-def _probe_population(model_fn: Any, cfg: Any, n_runs: int) -> int:
-    from lth_core.engine.search import auto_population
-
-    return auto_population(model_fn, cfg, torch.device("cuda"), n_runs)
 
 
 def _import_ray():
@@ -94,7 +88,9 @@ class RayExecutor:
 
     checkpoints = False  # tasks write nothing: a stage interrupted mid-way restarts
 
-    def __init__(self, address: str, device: Any = "auto", max_retries: int = 3):
+    MAX_RETRIES = 3  # of a task whose worker died
+
+    def __init__(self, address: str, device: Any = "auto"):
         device = str(device)
         if device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda on Ray, got {device!r}")
@@ -106,19 +102,17 @@ class RayExecutor:
             raise ValueError("device 'cuda' requested but the Ray cluster has no GPU")
         self.use_gpu = device == "cuda" or (device == "auto" and gpus >= 1)
         self.opts = {"num_cpus": 1, "num_gpus": 1 if self.use_gpu else 0}
-        self.max_retries = max_retries
 
     def device_type(self) -> str:
         return "cuda" if self.use_gpu else "cpu"
 
     def start(self, ctx: Any, n_runs: int, population: int | None) -> int:
         ray = self.ray
-        self.task = ray.remote(_stage_task).options(**self.opts, max_retries=self.max_retries)
-        self.ctx = ray.put({"model_fn": ctx.model_fn, "data": ctx.data, "pairs": ctx.pairs,
-                            "cfg": ctx.cfg, "name": ctx.name})
+        self.task = ray.remote(_stage_task).options(**self.opts, max_retries=self.MAX_RETRIES)
+        self.ctx = ray.put(ctx)
         if population is None and self.use_gpu:
-            probe = ray.remote(_probe_population).options(**self.opts)
-            return ray.get(probe.remote(ctx.model_fn, ctx.cfg, n_runs))
+            probe = ray.remote(auto_population).options(**self.opts)
+            return ray.get(probe.remote(ctx.model_fn, ctx.cfg, torch.device("cuda"), n_runs))
         return population or 1
 
     def capacity(self) -> int:

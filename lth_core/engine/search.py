@@ -26,28 +26,30 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from lth_core.analysis.metrics import SELECTED, ticket_stage
 from lth_core.analysis.trajectory import arc_pairs
 from lth_core.config import SearchConfig, setup_identity, to_dict
 from lth_core.data import Dataset, normalize
-from lth_core.engine.population import CHANNELS_LAST_POPULATION, Population
+from lth_core.engine.population import CHANNELS_LAST_POPULATION, auto_population
+from lth_core.engine.ray_search import RayExecutor
 from lth_core.engine.seeding import derive_seed
 from lth_core.engine.stage import (
     RunState,
+    StageContext,
     StageJob,
     StageResult,
-    checkpointer,
-    compute_stage,
     init_model,
     model_identity,
     write_stage,
 )
 from lth_core.engine.train import resolve_device
+from lth_core.engine.workers import WorkerExecutor
 from lth_core.provenance import code_patch, git_commit
 from lth_core.pruning import prunable_weights
 from lth_core.store import ResultsStore, check_name, load_results
-from lth_core.ticket import KEEP, keep_selected
 
 HEARTBEAT_S = 60.0  # how often the driver refreshes the locks of the runs it holds
+KEEP = ("none", "best", "all")  # run_search's keep_weights
 
 
 @dataclass
@@ -152,29 +154,17 @@ def evaluation_pairs(data: Dataset, name: str, cfg: SearchConfig) -> Tensor:
     return arc_pairs(images, cfg.arc_pairs, seed=derive_seed(name, "arcs", cfg.seed))
 
 
-def auto_population(model_fn: Callable[[], nn.Module], cfg: SearchConfig,
-                    device: torch.device, n_runs: int) -> int:
-    """How many runs to train at once: on a GPU, as many as ~60% of free memory holds,
-    measured from the peak memory of one training step at population sizes 1 and 2. On a CPU
-    one: vmapped convolutions become grouped convolutions, whose CPU kernels are slower than
-    the members' convolutions one by one (see BENCHMARKS.md)."""
-    if device.type != "cuda":
-        return 1
-    peaks = []
-    x = torch.zeros(cfg.train.batch_size, 3, 32, 32)
-    for s in (1, 2):
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        states = [init_model(model_fn, i).state_dict() for i in range(s)]
-        pop = Population(model_fn, states, [None] * s, cfg.train, device)
-        xs = x.to(device).expand(s, *x.shape).contiguous()
-        pop.train_step(xs, torch.zeros(s, x.shape[0], dtype=torch.long, device=device), 0.0)
-        peaks.append(torch.cuda.max_memory_allocated(device) - base)
-        del pop, xs
-    per_member = max(peaks[1] - peaks[0], 1)
-    free, _ = torch.cuda.mem_get_info(device)
-    return max(1, min(n_runs, 64, int(0.6 * free / per_member)))
+def keep_selected(store: ResultsStore, name: str, run: int) -> None:
+    """``keep_weights="best"`` once a run is done: keep the Best Sparse and Sparsest
+    Matching tickets' weights, remove the other stages'."""
+    records = store.run_records(name, run)
+    keep = set()
+    for which in SELECTED:
+        try:
+            keep.add(ticket_stage(records, which))
+        except ValueError:
+            pass  # no winner: nothing to keep
+    store.keep_tickets(name, run, keep)
 
 
 class LocalExecutor:
@@ -205,7 +195,7 @@ class LocalExecutor:
         return 1
 
     def submit(self, jobs: list[StageJob], population: bool) -> object:
-        c, bar = self.ctx, self.bar
+        bar = self.bar
         label = ",".join(str(j.run) for j in jobs)
 
         def progress(info: dict[str, float], k: int = jobs[0].stage) -> None:
@@ -214,9 +204,7 @@ class LocalExecutor:
                                 val=f"{info['val_acc']:.2f}")
 
         handle = object()  # stages run here at once: the handle only pairs them in wait
-        self._done[handle] = compute_stage(
-            c.model_fn, c.data, c.pairs, c.cfg, name=c.name, jobs=jobs, device=self.device,
-            population=population, on_epoch=checkpointer(c.store, c.name), progress=progress)
+        self._done[handle] = self.ctx.compute(jobs, self.device, population, progress=progress)
         return handle
 
     def wait(self, handles: list[Any], timeout: float) -> list[tuple[Any, Any]]:
@@ -227,23 +215,6 @@ class LocalExecutor:
 
     def close(self) -> None:
         pass
-
-
-@dataclass
-class StageContext:
-    """What every stage of one search shares, wherever it is computed."""
-
-    model_fn: Callable[[], nn.Module]
-    data: Dataset
-    pairs: Tensor
-    cfg: SearchConfig
-    name: str
-    store: ResultsStore
-
-
-class ExecutorFailed(RuntimeError):
-    """Where a group's stage ran failed (a worker died, Ray gave up): its runs fail, the
-    others go on."""
 
 
 @dataclass
@@ -274,7 +245,7 @@ class _Driver:
             r = pending.popleft()
             if locks.enter_context(c.store.lock(c.name, r)):
                 mine.append(RunState(c.store, c.name, r, c.cfg, c.model_fn, self.checkpoint))
-                self.bar.update(c.store.recorded_stages(c.name, r, c.cfg.stages))
+                self.bar.update(mine[-1].recorded)
             else:
                 self.report.skipped_locked.append(r)
                 self.bar.update(c.cfg.stages)
@@ -404,16 +375,12 @@ def run_search(
     executor: Any = None
     try:
         if ray is not None:
-            from lth_core.engine.ray_search import RayExecutor
-
             executor = RayExecutor(ray, device)
         else:
             dev = resolve_device(device)
             if many and dev.type != "cpu":
                 raise ValueError("--workers is for CPUs; on a GPU use --population")
             if many:
-                from lth_core.engine.workers import WorkerExecutor
-
                 executor = WorkerExecutor(workers, model_fn)
             else:
                 executor = LocalExecutor(dev, bar)
@@ -436,10 +403,8 @@ def run_search(
 
 def ticket_search(model_fn: Callable[[], nn.Module], data: Dataset,
                   cfg: SearchConfig | None = None, **options: Any) -> pd.DataFrame:
-    """``run_search`` (every option of it: ``name``, ``runs``, ``results``, ``device``,
-    ``population``, ``workers``, ``ray``, ``keep_weights``, ``progress``), then the records
-    of the search (``load_results`` of ``results``); ``name`` defaults to the model's class
-    name."""
+    """``run_search`` (with any of its options), then the search's records
+    (``load_results``)."""
     report = run_search(model_fn, data, cfg, **options)
     df = load_results(report.results)
     return df[df["arch"] == report.name].reset_index(drop=True)

@@ -24,7 +24,7 @@ from lth_core.analysis.trajectory import hidden_trajectories, mean_trajectory_le
 from lth_core.config import SearchConfig, to_dict
 from lth_core.data import Dataset
 from lth_core.engine.population import Member, train_population_stage
-from lth_core.engine.seeding import derive_seed
+from lth_core.engine.seeding import derive_seed, init_model
 from lth_core.engine.train import StageOutcome, TrainingDiverged, evaluate, train_stage
 from lth_core.provenance import provenance
 from lth_core.pruning import PRUNERS, Masks, apply_masks, density, full_masks
@@ -35,13 +35,6 @@ TrainState = dict[str, Any]  # an interrupted stage's training state (``train_st
 
 def run_seed(name: str, run: int, cfg: SearchConfig) -> int:
     return derive_seed(name, run, cfg.seed)
-
-
-def init_model(model_fn: Callable[[], nn.Module], seed: int) -> nn.Module:
-    """Build the model with a seeded global RNG, leaving the caller's RNG state untouched."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return model_fn()
 
 
 def state_checksum(state: dict[str, Tensor]) -> str:
@@ -69,6 +62,13 @@ def rewound(theta_init: dict[str, Tensor], masks: Masks) -> dict[str, Tensor]:
     for n, m in masks.items():
         state[n] = theta_init[n] * m
     return state
+
+
+def trained_mask(store: ResultsStore, name: str, run: int, k: int,
+                 model_fn: Callable[[], nn.Module]) -> Masks | None:
+    """The mask stage k trains: every weight at stage 0, else what stage k-1's pruning
+    produced (None, with a warning, when it is not stored or unreadable)."""
+    return full_masks(model_fn()) if k == 0 else store.read_mask(name, run, k - 1)
 
 
 class InitMismatch(ValueError):
@@ -229,8 +229,8 @@ def write_stage(store: ResultsStore, name: str, res: StageResult) -> None:
 
 
 class RunState:
-    """Where one run stands, read from the store: from its checkpoint (``checkpoint``) when
-    that is at least as far as the records, else from the records alone: stages 0..k-1
+    """Where one run stands, read from the store once: from its checkpoint (``checkpoint``)
+    when that is at least as far as the records, else from the records alone: stages 0..k-1
     recorded and the mask stage k-1 produced continue at stage k (a stage whose mask is lost
     is recomputed)."""
 
@@ -240,31 +240,34 @@ class RunState:
         self.model_fn = model_fn
         self.train_state: TrainState | None = None
         self.masks: dict[int, Masks] = {}
-        recorded = store.recorded_stages(name, run, cfg.stages)
-        ckpt = store.load_checkpoint(name, run) if checkpoint and recorded < cfg.stages else None
-        if ckpt is not None and ckpt["stage"] >= recorded:
+        self.recorded = store.recorded_stages(name, run, cfg.stages)  # leading stages
+        ckpt = (store.load_checkpoint(name, run) if checkpoint and self.recorded < cfg.stages
+                else None)
+        if ckpt is not None and ckpt["stage"] >= self.recorded:
             masks = ckpt["masks"]  # a list in checkpoints of earlier versions
             self.masks = dict(enumerate(masks)) if isinstance(masks, list) else dict(masks)
             self.next_stage, self.train_state = ckpt["stage"], ckpt["train_state"]
         else:
-            self.next_stage = recorded
+            self.next_stage = self.recorded
             while 0 < self.next_stage < cfg.stages and self._mask(self.next_stage) is None:
                 self.next_stage -= 1  # recompute the stage whose mask is missing
+        # the stages before next_stage that have a record (a checkpoint may be ahead of them)
+        self.have = set(range(self.recorded)) | {
+            k for k in range(self.recorded + 1, min(self.next_stage, cfg.stages))
+            if store.read_record(name, run, k) is not None}
         init = store.read_init(name, run)
         self.init_sha256 = init.get("theta_init_sha256") if init else None
 
     def pending(self) -> int | None:
         """The first stage to (re)compute: not reached yet, or its record is missing."""
         for k in range(self.cfg.stages):
-            if k >= self.next_stage or self.store.read_record(self.name, self.run, k) is None:
+            if k >= self.next_stage or k not in self.have:
                 return k
         return None
 
     def _mask(self, k: int) -> Masks | None:
-        """The mask stage k trains: every weight at stage 0, else what stage k-1 produced."""
         if k not in self.masks:
-            m = (full_masks(self.model_fn()) if k == 0
-                 else self.store.read_mask(self.name, self.run, k - 1))  # warns when unusable
+            m = trained_mask(self.store, self.name, self.run, k, self.model_fn)
             if m is None:
                 return None
             self.masks[k] = m
@@ -283,6 +286,7 @@ class RunState:
         ``checkpoint`` the run's checkpoint says so too (the finished stage's last epoch
         must not be resumed for a record lost later)."""
         self.init_sha256 = res.init["theta_init_sha256"]
+        self.have.add(res.stage)
         if res.mask is not None:
             self.masks[res.stage + 1] = res.mask
             self.next_stage, self.train_state = res.stage + 1, None
@@ -292,11 +296,29 @@ class RunState:
                     "train_state": None})
 
 
-def checkpointer(store: ResultsStore, name: str) -> Callable[[StageJob, TrainState], None]:
-    """``compute_stage``'s ``on_epoch`` where the store is at hand: the interrupted stage's
-    training state and mask, from which ``RunState`` resumes it."""
-    def save(job: StageJob, state: TrainState) -> None:
-        store.save_checkpoint(name, job.run, {"stage": job.stage, "masks": {job.stage: job.masks},
-                                              "train_state": state})
-        store.heartbeat(name, job.run)
-    return save
+@dataclass
+class StageContext:
+    """What every stage of one search shares, wherever it is computed."""
+
+    model_fn: Callable[[], nn.Module]
+    data: Dataset
+    pairs: Tensor
+    cfg: SearchConfig
+    name: str
+    store: ResultsStore
+
+    def compute(self, jobs: list[StageJob], device: torch.device, population: bool,
+                checkpoint: bool = True,
+                progress: Callable[[dict[str, float]], None] | None = None,
+                ) -> list[StageResult]:
+        """``compute_stage`` for this search; with ``checkpoint`` every epoch of a new stage
+        is saved in the store, from which ``RunState`` resumes it."""
+        return compute_stage(self.model_fn, self.data, self.pairs, self.cfg, name=self.name,
+                             jobs=jobs, device=device, population=population,
+                             on_epoch=self._checkpoint if checkpoint else None,
+                             progress=progress)
+
+    def _checkpoint(self, job: StageJob, state: TrainState) -> None:
+        self.store.save_checkpoint(self.name, job.run, {
+            "stage": job.stage, "masks": {job.stage: job.masks}, "train_state": state})
+        self.store.heartbeat(self.name, job.run)

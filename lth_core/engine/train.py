@@ -129,11 +129,6 @@ def backend_flags(cfg: TrainConfig, device: torch.device) -> Iterator[None]:
         torch.backends.cudnn.benchmark = old
 
 
-def as_channels_last(x: Tensor) -> Tensor:
-    """A batch of images (N, C, H, W) in channels-last memory format; other tensors as is."""
-    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
-
-
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -174,21 +169,14 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
                            weight_decay=cfg.weight_decay)
 
 
+def cpu_copy(t: Tensor) -> Tensor:
+    """A CPU copy, contiguous whatever the memory format (on a CPU ``.cpu()`` would alias
+    the live tensor)."""
+    return t.detach().to("cpu", copy=True).contiguous()
+
+
 def _cpu_state(model: nn.Module) -> dict[str, Tensor]:
-    """A CPU copy of the weights, contiguous whatever the model's memory format."""
-    return {k: v.detach().to("cpu", copy=True).contiguous()
-            for k, v in model.state_dict().items()}
-
-
-def mask_gradients(model: nn.Module, masks: Masks | None) -> None:
-    """Zero the gradients of pruned weights so momentum buffers never move them."""
-    if not masks:
-        return
-    params = dict(model.named_parameters())
-    for name, m in masks.items():
-        g = params[name].grad
-        if g is not None:
-            g.mul_(m.to(g.device, g.dtype))
+    return {k: cpu_copy(v) for k, v in model.state_dict().items()}
 
 
 def train_stage(
@@ -234,14 +222,14 @@ def train_stage(
                                                    std=data.std, device=device, shuffle=True,
                                                    augment=cfg.augment, generator=gen)):
                     if cfg.channels_last:
-                        x = as_channels_last(x)
+                        x = x.contiguous(memory_format=torch.channels_last)
                     for group in optimizer.param_groups:
                         group["lr"] = lr_at(cfg, epoch * steps_per_epoch + i, steps_per_epoch)
                     with autocast(device, cfg.amp):
                         loss = loss_fn(model(x), y)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
-                    mask_gradients(model, masks)
+                    apply_masks(model, masks, grad=True)
                     optimizer.step()
                     apply_masks(model, masks)
                     total_loss += loss.detach() * len(y)
@@ -266,7 +254,6 @@ def train_stage(
 
 def _optimizer_state_cpu(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     sd = optimizer.state_dict()
-    # copies, since on a CPU .cpu() would alias the live momentum buffers
-    state = {k: {n: t.detach().to("cpu", copy=True).contiguous() if torch.is_tensor(t) else t
-                 for n, t in v.items()} for k, v in sd["state"].items()}
+    state = {k: {n: cpu_copy(t) if torch.is_tensor(t) else t for n, t in v.items()}
+             for k, v in sd["state"].items()}
     return {"state": state, "param_groups": sd["param_groups"]}

@@ -20,12 +20,9 @@ from multiprocessing import get_context
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from lth_core.config import SearchConfig
-from lth_core.data import Dataset
-from lth_core.engine.stage import StageJob, StageResult, checkpointer, compute_stage
-from lth_core.store import ResultsStore
+from lth_core.engine.stage import StageContext, StageJob, StageResult
 
 
 class WorkerError(RuntimeError):
@@ -37,22 +34,17 @@ def default_workers(n_runs: int) -> int:
     return max(1, min(os.cpu_count() or 1, n_runs))
 
 
-_CTX: dict[str, Any] = {}  # a worker process's search: set once by _init
+_CTX: dict[str, StageContext] = {}  # a worker process's search: set once by _init
 
 
-def _init(model_fn: Callable[[], nn.Module], data: Dataset, pairs: Tensor, cfg: SearchConfig,
-          name: str, root: str, stale_after: float) -> None:
+def _init(ctx: StageContext) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     torch.set_num_threads(1)
-    _CTX.update(model_fn=model_fn, data=data, pairs=pairs, cfg=cfg, name=name,
-                store=ResultsStore(root, stale_after=stale_after))
+    _CTX["search"] = ctx
 
 
 def _stage(jobs: list[StageJob], population: bool) -> list[StageResult]:
-    c = _CTX
-    return compute_stage(c["model_fn"], c["data"], c["pairs"], c["cfg"], name=c["name"],
-                         jobs=jobs, device=torch.device("cpu"), population=population,
-                         on_epoch=checkpointer(c["store"], c["name"]))
+    return _CTX["search"].compute(jobs, torch.device("cpu"), population)
 
 
 class WorkerExecutor:
@@ -74,12 +66,10 @@ class WorkerExecutor:
     def device_type(self) -> str:
         return "cpu"
 
-    def start(self, ctx: Any, n_runs: int, population: int | None) -> int:
+    def start(self, ctx: StageContext, n_runs: int, population: int | None) -> int:
         self.n = min(self.workers, n_runs)
         self.pool = futures.ProcessPoolExecutor(
-            self.n, mp_context=get_context("spawn"), initializer=_init,
-            initargs=(ctx.model_fn, ctx.data, ctx.pairs, ctx.cfg, ctx.name,
-                      str(ctx.store.root), ctx.store.stale_after))
+            self.n, mp_context=get_context("spawn"), initializer=_init, initargs=(ctx,))
         return 1
 
     def capacity(self) -> int:

@@ -3,11 +3,9 @@
 Also the LeNet-5 width family, named ``lenet5-w<width>`` (``lenet5`` itself at width 1).
 """
 
-import math
 import re
 from collections import OrderedDict
 from collections.abc import Callable
-from decimal import Decimal
 
 from torch import nn
 
@@ -56,29 +54,8 @@ def train_defaults(name: str) -> dict:
     return dict(TRAIN_DEFAULTS.get(name, {}))
 
 
-_WIDTH_PREFIX = "lenet5-w"
 MAX_WIDTH = 16.0  # the widest LeNet-5 ``build`` makes by name
 _WIDTH_NAME = re.compile(r"lenet5-w(\d+(?:\.\d+)?)", re.ASCII)
-
-
-def width_name(width: float) -> str:
-    """Canonical name of LeNet-5 at ``width``: ``lenet5`` at 1, else e.g. ``lenet5-w0.5``."""
-    width = float(width)
-    if not (math.isfinite(width) and width > 0):
-        raise ValueError(f"LeNet-5 width must be a positive finite number, got {width!r}")
-    if width == 1.0:
-        return "lenet5"
-    digits = format(Decimal(repr(width)), "f")  # plain decimal, never an exponent
-    if "." in digits:
-        digits = digits.rstrip("0").rstrip(".")
-    return _WIDTH_PREFIX + digits
-
-
-def _unknown(name: str) -> ValueError:
-    return ValueError(
-        f"unknown architecture {name!r}; choose from: {', '.join(ARCHITECTURES)}, "
-        f"or {_WIDTH_PREFIX}<width> with <width> a positive decimal (e.g. lenet5-w0.5, lenet5-w2)"
-    )
 
 
 def parse_width(name: str) -> float:
@@ -87,7 +64,9 @@ def parse_width(name: str) -> float:
         return 1.0
     match = _WIDTH_NAME.fullmatch(name)
     if match is None or float(match.group(1)) <= 0:
-        raise _unknown(name)
+        raise ValueError(f"unknown architecture {name!r}; choose from: "
+                         f"{', '.join(ARCHITECTURES)}, or lenet5-w<width> with <width> a "
+                         "positive decimal (e.g. lenet5-w0.5, lenet5-w2)")
     return float(match.group(1))
 
 
@@ -111,11 +90,9 @@ WIDTH_PARAM_COUNTS: dict[str, int] = {
 
 
 def is_buildable(name: str) -> bool:
-    """Whether ``build(name)`` accepts the name: a paper architecture or ``lenet5-w<width>``."""
-    if name in ARCHITECTURES:
-        return True
+    """Whether ``build(name)`` accepts the name (``check_arch``)."""
     try:
-        parse_width(name)
+        check_arch(name)
     except ValueError:
         return False
     return True
@@ -160,19 +137,3 @@ def by_size(names) -> list[str]:
             counts[name] = count_parameters(build(name))
     return sorted(names, key=lambda n: (n not in counts, counts.get(n, 0)))
 
-
-__all__ = [
-    "TRAIN_DEFAULTS",
-    "train_defaults",
-    "ARCHITECTURES",
-    "PARAM_COUNTS",
-    "WIDTH_FAMILY",
-    "WIDTH_PARAM_COUNTS",
-    "build",
-    "by_size",
-    "check_arch",
-    "count_parameters",
-    "is_buildable",
-    "parse_width",
-    "width_name",
-]

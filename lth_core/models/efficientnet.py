@@ -12,6 +12,8 @@ gradient. Applying it (as kuangliu's earlier revision did) keeps the count and u
 
 from torch import Tensor, nn
 
+from .base import Blocks
+
 # (expansion, out_planes, repeats, kernel_size, stride) per stage.
 CFG: tuple[tuple[int, int, int, int, int], ...] = (
     (1, 16, 1, 3, 1),
@@ -69,7 +71,7 @@ class MBConv(nn.Module):
         return out + x if self.has_skip else out
 
 
-class EfficientNet(nn.Module):
+class EfficientNet(Blocks):
     def __init__(
         self,
         cfg: tuple[tuple[int, int, int, int, int], ...] = CFG,
@@ -95,16 +97,6 @@ class EfficientNet(nn.Module):
             nn.Dropout(dropout),
             nn.Linear(in_planes, num_classes),
         )
-
-    def blocks(self) -> list[tuple[str, nn.Module]]:
-        """Stem, each MBConv, head: the stages the trajectory plots read out."""
-        layers = [(f"block{i}", b) for i, b in enumerate(self.layers)]
-        return [("stem", self.stem), *layers, ("head", self.head)]
-
-    def forward(self, x: Tensor) -> Tensor:
-        for _, block in self.blocks():
-            x = block(x)
-        return x
 
 
 def efficientnet_b0(num_classes: int = 10) -> EfficientNet:

@@ -2,7 +2,9 @@
 
 import math
 
-from torch import Tensor, nn
+from torch import nn
+
+from .base import Blocks
 
 
 def _scaled(channels: int, width: float) -> int:
@@ -10,7 +12,7 @@ def _scaled(channels: int, width: float) -> int:
     return max(1, math.floor(channels * width + 0.5))
 
 
-class LeNet5(nn.Module):
+class LeNet5(Blocks):
     """Two conv stages and three fully connected layers; biases, no BatchNorm.
 
     ``width`` scales the conv channels (6, 16) and hidden units (120, 84); ``width=1`` is the
@@ -30,13 +32,7 @@ class LeNet5(nn.Module):
         self.fc3 = nn.Linear(h2, num_classes)
 
     def blocks(self) -> list[tuple[str, nn.Module]]:
-        """The forward pass as ordered stages, so trajectories can be read after each one."""
         return [(name, getattr(self, name)) for name in ("conv1", "conv2", "fc1", "fc2", "fc3")]
-
-    def forward(self, x: Tensor) -> Tensor:
-        for _, block in self.blocks():
-            x = block(x)
-        return x
 
 
 def lenet5(num_classes: int = 10, width: float = 1.0) -> LeNet5:

@@ -2,6 +2,8 @@
 
 from torch import Tensor, nn
 
+from .base import Blocks
+
 # (out_planes, stride) of the 13 depthwise-separable blocks.
 CFG: tuple[tuple[int, int], ...] = (
     (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
@@ -27,7 +29,7 @@ class DepthwiseSeparable(nn.Module):
         return self.pointwise(self.depthwise(x))
 
 
-class MobileNet(nn.Module):
+class MobileNet(Blocks):
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
         self.stem = nn.Sequential(
@@ -42,16 +44,6 @@ class MobileNet(nn.Module):
         self.head = nn.Sequential(
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(in_planes, num_classes)
         )
-
-    def blocks(self) -> list[tuple[str, nn.Module]]:
-        """Stem, each depthwise-separable block, head: the stages the trajectory plots read out."""
-        layers = [(f"block{i}", b) for i, b in enumerate(self.layers)]
-        return [("stem", self.stem), *layers, ("head", self.head)]
-
-    def forward(self, x: Tensor) -> Tensor:
-        for _, block in self.blocks():
-            x = block(x)
-        return x
 
 
 def mobilenet_v1(num_classes: int = 10) -> MobileNet:

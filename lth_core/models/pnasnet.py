@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .base import Blocks
+
 
 class SepConv(nn.Module):
     """Grouped kxk conv + BN (kuangliu's reduced separable conv)."""
@@ -75,7 +77,7 @@ class CellB(nn.Module):
         return self.reduce(torch.cat([b1, b2], dim=1))
 
 
-class PNASNet(nn.Module):
+class PNASNet(Blocks):
     """Stem, then 6 cells at C, stride-2 cell, 6 at 2C, stride-2 cell, 6 at 4C, then the head."""
 
     def __init__(self, cell: type[nn.Module], planes: int, num_classes: int = 10) -> None:
@@ -97,14 +99,8 @@ class PNASNet(nn.Module):
         )
 
     def blocks(self) -> list[tuple[str, nn.Module]]:
-        """Stem, each cell, head: the stages the trajectory plots read out."""
         cells = [(f"cell{i}", c) for i, c in enumerate(self.cells)]
         return [("stem", self.stem), *cells, ("head", self.head)]
-
-    def forward(self, x: Tensor) -> Tensor:
-        for _, block in self.blocks():
-            x = block(x)
-        return x
 
 
 def pnasnet_a(num_classes: int = 10) -> PNASNet:

@@ -3,12 +3,26 @@
 The 3x3 stride-1 stem without max-pool keeps 32x32 inputs from shrinking too early.
 """
 
+from collections.abc import Callable
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .base import Blocks
+
+
+def projection(in_planes: int, planes: int, stride: int) -> nn.Module:
+    """The 1x1 conv + BN shortcut where a block changes width or resolution."""
+    return nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride, bias=False),
+                         nn.BatchNorm2d(planes))
+
 
 class BasicBlock(nn.Module):
-    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+    """Two 3x3 conv + BN and a residual connection; ``shortcut(in_planes, planes, stride)``
+    makes it where the block changes width or resolution (ResNet-32: ``PadShortcut``)."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1,
+                 shortcut: Callable[[int, int, int], nn.Module] = projection) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -16,9 +30,7 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
-            )
+            self.shortcut = shortcut(in_planes, planes, stride)
 
     def forward(self, x: Tensor) -> Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -26,7 +38,7 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-class ResNet(nn.Module):
+class ResNet(Blocks):
     """Stem, four stages of BasicBlocks at 64/128/256/512, avg pool, FC."""
 
     def __init__(self, num_blocks: tuple[int, ...], num_classes: int = 10) -> None:
@@ -45,16 +57,6 @@ class ResNet(nn.Module):
         self.head = nn.Sequential(
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(in_planes, num_classes)
         )
-
-    def blocks(self) -> list[tuple[str, nn.Module]]:
-        """Stem, each BasicBlock, head: the stages the trajectory plots read out."""
-        layers = [(f"block{i}", b) for i, b in enumerate(self.layers)]
-        return [("stem", self.stem), *layers, ("head", self.head)]
-
-    def forward(self, x: Tensor) -> Tensor:
-        for _, block in self.blocks():
-            x = block(x)
-        return x
 
 
 def resnet18(num_classes: int = 10) -> ResNet:

@@ -8,37 +8,23 @@ not used), so rewinding restarts every architecture from the same kind of theta_
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .base import Blocks
+from .resnet import BasicBlock
+
 
 class PadShortcut(nn.Module):
     """Option A shortcut: subsample by 2 and zero-pad the new channels (no parameters)."""
 
-    def __init__(self, extra_planes: int) -> None:
+    def __init__(self, in_planes: int, planes: int, stride: int) -> None:
         super().__init__()
-        self.extra_planes = extra_planes
+        self.extra_planes = planes - in_planes
 
     def forward(self, x: Tensor) -> Tensor:
         half = self.extra_planes // 2
         return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, half, self.extra_planes - half))
 
 
-class BasicBlock(nn.Module):
-    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or in_planes != planes:
-            self.shortcut = PadShortcut(planes - in_planes)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
-
-
-class CifarResNet(nn.Module):
+class CifarResNet(Blocks):
     """conv3x3(16) stem, three stages of n BasicBlocks at 16/32/64, avg pool, FC."""
 
     def __init__(self, blocks_per_stage: int, num_classes: int = 10) -> None:
@@ -50,20 +36,10 @@ class CifarResNet(nn.Module):
         in_planes = 16
         for planes, stride in ((16, 1), (32, 2), (64, 2)):
             for i in range(blocks_per_stage):
-                layers.append(BasicBlock(in_planes, planes, stride if i == 0 else 1))
+                layers.append(BasicBlock(in_planes, planes, stride if i == 0 else 1, PadShortcut))
                 in_planes = planes
         self.layers = nn.ModuleList(layers)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes))
-
-    def blocks(self) -> list[tuple[str, nn.Module]]:
-        """Stem, each BasicBlock, head: the stages the trajectory plots read out."""
-        layers = [(f"block{i}", b) for i, b in enumerate(self.layers)]
-        return [("stem", self.stem), *layers, ("head", self.head)]
-
-    def forward(self, x: Tensor) -> Tensor:
-        for _, block in self.blocks():
-            x = block(x)
-        return x
 
 
 def resnet32(num_classes: int = 10) -> CifarResNet:
