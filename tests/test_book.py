@@ -324,6 +324,12 @@ def test_number_formats():
     assert formats.pct(71.428) == "71 %"
     assert formats.params(62_006) == "62K" and formats.params(3_599_686) == "3.60M"
     assert formats.ci(0.29, 0.96, lambda v: formats.pct(100 * v)) == "29 % to 96 %"
+    # p-values: 2 significant digits, never past 3 decimals (0.0964 failed a table once)
+    assert formats.pval(0.0964) == "p = 0.096" and formats.pval(0.5) == "p = 0.5"
+    assert formats.pval(0.00642) == "p = 0.006" and formats.pval(0.0002) == "p < 0.001"
+    assert formats.pval(0.0002, None) == "< 0.001" and formats.pval(0.012, None) == "0.012"
+    assert formats.pval(float("nan")) == "p = n/a"
+    assert not any(DECIMALS.search(formats.pval(p)) for p in (0.0099, 0.00101, 0.0456, 1.0))
 
 
 def _fake_records(archs, runs=4, stages=3, seed=0):
@@ -385,6 +391,10 @@ def test_styled_tables_show_at_most_three_decimals():
     html = formats.html_table(formats.styled(df, digits=5))
     body = html.split("</style>")[-1]
     assert not DECIMALS.search(body) and "50,000" in body and "yes" in body
+    # a p-value column shows its bound, never a p of "0.000"
+    df = pd.DataFrame({"p (SR)": [0.00002, 0.0964, float("nan")], "x": [0.00002, 0.5, 1.0]})
+    body = formats.html_table(formats.styled(df)).split("</style>")[-1]
+    assert "&lt; 0.001" in body and "0.096" in body and "n/a" in body and "0.000" in body
 
 
 def test_rank_trend_exact_permutation_p():

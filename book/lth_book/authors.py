@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from lth_core.analysis.metrics import complete_runs, run_summary
 
 from .claims import two_sample_test
+from .formats import pval
 from .paper import (
     _HALF_UNIT,
     _LTS_HALF_UNIT,
@@ -233,7 +234,7 @@ def fig_gains_vs_authors(
         if arch in gains:
             _ecdf(ax, gains[arch], color="C0", marker="o", label=f"ours (n={len(gains[arch])})")
             p = cmp.at[arch, "p_mean"] if cmp is not None and arch in cmp.index else math.nan
-            title += f"\npermutation p = {p:.3f}" if math.isfinite(p) else "\n(too few to test)"
+            title += f"\npermutation {pval(p)}" if math.isfinite(p) else "\n(too few to test)"
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("Best Sparse A_gain (%)")
         ax.set_ylim(0, 1.02)

@@ -30,6 +30,7 @@ from .formats import (
     num,
     pct,
     per_arch,
+    pval,
     with_css,
 )
 from .noise import noise_finding
@@ -68,9 +69,9 @@ def _trend_text(t: dict) -> str:
     if t["n"] < MIN_TREND_ARCHS:
         return f"{t['n']} architecture{'s' if t['n'] != 1 else ''}: no trend to test"
     text = (f"Spearman ρ = {num(t['rho'])} over {t['n']} architectures, one-sided "
-            f"p = {num(t['p'], 3)}")
+            f"{pval(t['p'])}")
     if t.get("p_up", math.nan) < ALPHA:  # the opposite of the claim, shown when it is there
-        text += f" (a rise with size instead: one-sided p = {num(t['p_up'], 3)})"
+        text += f" (a rise with size instead: one-sided {pval(t['p_up'])})"
     return text
 
 
@@ -224,7 +225,7 @@ def findings(df: pd.DataFrame, seed: int = 0, null: pd.DataFrame | None = None,
         if _finite(r.get("p_a_gain")):
             beyond = r["p_a_gain"] < ALPHA
             null_text = (f"{num(r['a_gain_null'])} % from noise alone (one-sided "
-                         f"p = {num(r['p_a_gain'], 3)})")
+                         f"{pval(r['p_a_gain'])})")
         elif _finite(r.get("a_gain_null")) and _finite(r.get("a_gain_measured")):
             beyond = r["a_gain_measured"] > r["a_gain_null"]
             null_text = f"{num(r['a_gain_null'])} % from noise alone"
@@ -244,7 +245,7 @@ def findings(df: pd.DataFrame, seed: int = 0, null: pd.DataFrame | None = None,
         lo, hi = t["rho_ci"]
         lts_text = (f"Spearman ρ = {num(t['rho'])} (95 % bootstrap interval {ci(lo, hi)}) over "
                     f"{t['n_archs']} architectures, one-sided permutation "
-                    f"p = {num(t['p_decreasing'], 3)}.")
+                    f"{pval(t['p_decreasing'])}.")
         verdict = REPRODUCED if t["p_decreasing"] < ALPHA else NOT_REPRODUCED
     else:
         lts_text = f"{len(counts)} architecture(s): no trend to test."

@@ -2,7 +2,7 @@
 
 Accuracies, gains and trajectory lengths with 2 decimals (3 where 2 would show a non-zero
 value as 0), success rates as whole percent, a mean and its std in one cell; no cell ever
-shows more than 3 decimals (`num`, `pm`, `pct`, `ci`, `params`). `name` is an architecture's
+shows more than 3 decimals (`num`, `pm`, `pct`, `ci`, `params`, `pval`). `name` is an architecture's
 display name (the paper's, `paper.PAPER_NAMES`), `frac` a width as the reader says it.
 `styled` renders any DataFrame that way as an HTML table (pandas ``Styler.format``). The
 verdict words every finding uses are here too, since the tables colour them.
@@ -83,6 +83,21 @@ def ci(lo, hi, fmt: Callable = num) -> str:
     return f"{fmt(lo)} to {fmt(hi)}"
 
 
+def pval(p, label: str | None = "p") -> str:
+    """A p-value as every page prints it: "p = 0.096", "p = 0.003", "p < 0.001".
+
+    Two significant digits, never more than 3 decimals (so below 0.001 only the bound);
+    ``label=None`` gives the value alone ("0.096", "< 0.001").
+    """
+    if not _finite(p):
+        text = "= n/a"
+    elif float(p) < 0.001:
+        text = "< 0.001"
+    else:
+        text = "= " + (f"{float(p):.2g}" if float(p) >= 0.01 else f"{float(p):.3f}")
+    return f"{label} {text}" if label else text.removeprefix("= ")
+
+
 def params(n: int) -> str:
     """A parameter count in the paper's units: 61K, 0.13M, 11.17M."""
     return f"{n / 1e3:.0f}K" if n < 100_000 else f"{n / 1e6:.2f}M"
@@ -114,12 +129,16 @@ def styled(df: pd.DataFrame, digits: int = 2, formats: Mapping[str, Callable] | 
            caption: str | None = None, escape: bool = True, left: Iterable[str] = ()):
     """An HTML table (pandas Styler) of ``df`` in the book's formats.
 
-    Floats get ``digits`` decimals (`num`), integers thousands separators, booleans yes/no;
-    ``formats`` maps a column to its own formatter (e.g. `pct`). A RangeIndex is hidden.
+    Floats get ``digits`` decimals (`num`), integers thousands separators, booleans yes/no,
+    p-value columns ("p", "p (...)") `pval`; ``formats`` maps a column to its own formatter
+    (e.g. `pct`). A RangeIndex is hidden.
     ``left``: text columns aligned left.
     """
     fmt = _formatter(digits)
     formats = dict(formats or {})
+    for c in df.columns:
+        if str(c) == "p" or str(c).startswith("p ("):
+            formats.setdefault(c, lambda v: html.escape(pval(v, None)) if _finite(v) else fmt(v))
     sty = df.style.format({c: formats.get(c, fmt) for c in df.columns},
                           escape="html" if escape else None)
     if isinstance(df.index, pd.RangeIndex):

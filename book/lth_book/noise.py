@@ -33,7 +33,7 @@ from lth_core.models import WIDTH_FAMILY
 from . import stats as bstats
 from .authors import authors_searches, load_authors
 from .claims import null_success
-from .formats import NOT_COMPUTED, NOT_REPRODUCED, REPRODUCED
+from .formats import NOT_COMPUTED, NOT_REPRODUCED, REPRODUCED, pval
 from .formats import name as display_name
 from .paper import PAPER_PARAMS, PAPER_PROTOCOL, paper_table2
 from .profiles import REPO_ROOT
@@ -296,10 +296,10 @@ def noise_finding(results: str | os.PathLike | None = None, seed: int = 0) -> di
     st = study(results, n_power=100, seed=seed)
     t = st.trend
     ours = (f"Mean gain / dense sigma against size: Spearman rho {t['rho']:+.2f}, exact "
-            f"two-sided p = {t['p']:.2g} over {t['orderings']:,} orderings "
+            f"two-sided {pval(t['p'])} over {t['orderings']:,} orderings "
             f"({t['n']} architectures; null with within-run correlation {st.rho:.2f}, "
             f"pooled over our runs). Per architecture, against what noise predicts:")
     detail = [f"{display_name(a)}: {r['verdict']} (SR {r['sr']:.0f} % vs {r['sr_null']:.0f} %, "
-              f"p = {r['p_sr']:.2g}; gain {r['z_mean']:.2f} sigma vs {r['z_null']:.2f}, "
-              f"p = {r['p_mean']:.2g})" for a, r in st.paper.iterrows()]
+              f"{pval(r['p_sr'])}; gain {r['z_mean']:.2f} sigma vs {r['z_null']:.2f}, "
+              f"{pval(r['p_mean'])})" for a, r in st.paper.iterrows()]
     return {"ours": ours, "detail": detail, "status": st.claim}

@@ -21,7 +21,7 @@ from lth_core.store import load_results
 
 from . import noise
 from . import width_report as wr
-from .formats import frac, name
+from .formats import frac, name, pval
 from .paper import PAPER_PROTOCOL, paper_table2
 from .profiles import REPO_ROOT
 from .stats import proportion_ci
@@ -98,7 +98,7 @@ def _width(results: Path | None, n_perm: int = 10_000, seed: int = 0) -> str:
     if lts["status"] != "not enough runs":  # else the verdict says why there is no trend
         p = lts["params"]
         parts = [f"{wr.STAT_NAMES[k]} {t['slope']:+.{0 if k == 'sr' else 2}f}{wr.STAT_UNITS[k]}"
-                 f" per tenfold increase (p = {t['p_value']:.2g})"
+                 f" per tenfold increase ({pval(t['p_value'])})"
                  for k, t in trends.items() if k != "a_gain_sigma"]
         beyond = [wr.STAT_NAMES[k] for k, t in trends.items()
                   if k != "a_gain_sigma" and t["status"] in ("supported", "contradicted")]
@@ -123,9 +123,9 @@ def _noise(results: Path | None, seed: int = 0) -> str:
     counts = p["verdict"].value_counts()
     rows = pd.DataFrame({
         "architecture": [name(a) for a in p.index],
-        "SR (null)": [f"{r.sr:.0f} % ({r.sr_null:.0f} %), p = {r.p_sr:.2g}"
+        "SR (null)": [f"{r.sr:.0f} % ({r.sr_null:.0f} %), {pval(r.p_sr)}"
                       for r in p.itertuples()],
-        "gain / sigma (null)": [f"{r.z_mean:.2f} ({r.z_null:.2f}), p = {r.p_mean:.2g}"
+        "gain / sigma (null)": [f"{r.z_mean:.2f} ({r.z_null:.2f}), {pval(r.p_mean)}"
                                 for r in p.itertuples()],
         "verdict": list(p["verdict"])})
     fam = st.effect
@@ -136,12 +136,12 @@ def _noise(results: Path | None, seed: int = 0) -> str:
         + "; ".join(f"{v}: {counts.get(v, 0)}" for v in noise.VERDICTS if counts.get(v, 0)) + ".",
         rows.to_markdown(index=False),
         f"Claim (a) in units of noise (gain / dense sigma against size, Spearman rho "
-        f"{t['rho']:+.2f}, exact two-sided p = {t['p']:.2g} over {t['orderings']:,} "
+        f"{t['rho']:+.2f}, exact two-sided {pval(t['p'])} over {t['orderings']:,} "
         f"orderings): **{st.claim}**.",
         f"What pruning itself does in our width family (mean of acc_k - acc_0 over the pruned "
         f"stages, no stage selected; {fam['n_runs']} runs of {fam['n_sets']} widths): "
         f"{fam['slope']:+.2f} % of the dense accuracy per tenfold increase in parameters, "
-        f"two-sided permutation p = {fam['p']:.2g} (power against the paper's A_gain trend "
+        f"two-sided permutation {pval(fam['p'])} (power against the paper's A_gain trend "
         f"of {fam['slope_alt']:+.2f} per tenfold: {100 * fam['power']:.0f} %, simulated).",
         f"Rule: {noise.RULE}"])
 

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from lth_core.models import WIDTH_FAMILY, WIDTH_PARAM_COUNTS
 
 from .claims import too_few
-from .formats import ci, frac, num, pct
+from .formats import ci, frac, num, pct, pval
 from .formats import pm as _pm
 from .stats import ALPHA, spearman
 from .width import (
@@ -109,7 +109,7 @@ def trend_verdict(t: dict) -> str:
                          "noise"}[t["status"]]
     rho = "undefined (no order)" if not math.isfinite(t["rho"]) else f"{t['rho']:.2f}"
     return (f"{head} ({t['slope']:+.3g} per tenfold increase in parameters, two-sided "
-            f"permutation p = {t['p_value']:.3g} over {t['n_runs']} runs of {len(widths)} "
+            f"permutation {pval(t['p_value'])} over {t['n_runs']} runs of {len(widths)} "
             f"widths; Spearman rho of the per-width values with log size {rho})."
             + (f" Left out, fewer than {t['min_runs']} complete runs: {left}." if left else ""))
 
@@ -238,8 +238,8 @@ def noise_statement(null: pd.DataFrame, trends: dict[str, dict], alpha: float = 
         return text + "Not enough runs to test either trend."
     b_raw, b_scaled = (round(t["slope"], 2) + 0.0 for t in (raw, scaled))  # no "-0.00"
     text += (f"Best Sparse A_gain changes by {b_raw:+.2f} % per tenfold increase in "
-             f"parameters (two-sided permutation p = {raw['p_value']:.3g}); in units of each "
-             f"width's own spread, by {b_scaled:+.2f} (p = {scaled['p_value']:.3g}). ")
+             f"parameters (two-sided permutation {pval(raw['p_value'])}); in units of each "
+             f"width's own spread, by {b_scaled:+.2f} ({pval(scaled['p_value'])}). ")
     if raw["status"] == "supported" and scaled["status"] != "supported":
         text += ("A_gain falls with size, but the gain in units of each width's own spread "
                  "does not: the fall is what noise alone predicts, so our data cannot credit it "
