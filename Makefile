@@ -47,7 +47,8 @@ width: venv
 		--device $(DEVICE) $(if $(RESULTS),--results $(RESULTS)) $(if $(DATA),--data $(DATA))
 
 # README.md's generated blocks (the width study, the trajectory scale), rewritten from the
-# stored records in results/ (computes nothing; lth_book.readme). Run it after new records.
+# stored records in results/ (computes nothing; lth_book.readme). Commit new records first:
+# it refuses while results/ holds files git does not track (--uncommitted overrides).
 readme: venv
 	$(PY) -m lth_book.readme README.md $(if $(RESULTS),--results $(RESULTS))
 

@@ -70,3 +70,35 @@ def test_the_repository_readme_shows_the_stored_results(name):
     commit both)."""
     text = (ROOT / "README.md").read_text()
     assert block_text(text, name) == render(name), f"README.md's {name} is stale: make readme"
+
+
+def test_readme_cli_refuses_records_git_does_not_track(tmp_path):
+    """A README written from uncommitted records disagrees with every clean clone's records
+    (this failed `test_readme` on a clean clone once): the command refuses, in one line."""
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                       cwd=tmp_path, check=True, capture_output=True)
+
+    readme, results = tmp_path / "README.md", tmp_path / "results"
+    (results / "lenet5").mkdir(parents=True)
+    readme.write_text(_doc())
+    git("init", "-q")
+    git("add", "README.md")
+    git("commit", "-qm", "readme")
+    (results / "lenet5" / "search.json").write_text("{}")
+
+    def cli(*extra):
+        return subprocess.run([sys.executable, "-m", "lth_book.readme", str(readme),
+                               "--results", str(results), *extra],
+                              capture_output=True, text=True, cwd=ROOT)
+
+    r = cli()
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "not committed" in r.stderr and "search.json" in r.stderr
+    assert readme.read_text() == _doc()  # nothing written
+    git("add", "results")
+    git("commit", "-qm", "records")
+    assert cli().returncode == 0 and readme.read_text() != _doc()
+    (results / "lenet5" / "search.json").write_text('{"changed": 1}')  # a committed file edited
+    assert cli().returncode == 2
+    assert cli("--uncommitted").returncode == 0

@@ -3,13 +3,16 @@
 README.md marks each generated block with ``<!-- NAME:begin ... -->`` and ``<!-- NAME:end -->``
 (`markers`); ``python -m lth_book.readme`` (``make readme``) rewrites every block in `BLOCKS`
 from ``results/`` and changes nothing else in the file. A block inside a list item keeps the
-indentation of its begin marker. Run it after committing new records, and commit both.
+indentation of its begin marker. Run it after committing new records, and commit both: the
+command refuses while ``results/`` holds files git does not track (`uncommitted`), since a
+README written from them fails `test_readme` on every clean clone.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -215,6 +218,17 @@ def write_readme(path: str | os.PathLike = README, results: str | os.PathLike | 
     return changed
 
 
+def uncommitted(results: str | os.PathLike) -> list[str]:
+    """Files under ``results`` that git does not have as committed (untracked or changed);
+    empty outside a git work tree or without git."""
+    try:
+        r = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", "."],
+                           cwd=results, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line[3:] for line in r.stdout.splitlines()] if r.returncode == 0 else []
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m lth_book.readme [FILE]``: rewrite the generated blocks; exit 2 on bad input."""
     parser = argparse.ArgumentParser(prog="python -m lth_book.readme",
@@ -224,7 +238,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default=None, help="results folder (default: results/)")
     parser.add_argument("--block", action="append", dest="names", metavar="NAME",
                         help=f"only this block (repeatable): {', '.join(BLOCKS)}")
+    parser.add_argument("--uncommitted", action="store_true",
+                        help="write from records git does not track yet (the README of a "
+                             "clean clone then disagrees with its records)")
     args = parser.parse_args(argv)
+    folder = Path(args.results) if args.results else REPO_ROOT / "results"
+    loose = [] if args.uncommitted or not folder.is_dir() else uncommitted(folder)
+    if loose:
+        print(f"error: {len(loose)} file(s) in {folder} are not committed ({loose[0]}, ...): "
+              "commit them first, or pass --uncommitted", file=sys.stderr)
+        return 2
     try:
         changed = write_readme(args.file, args.results, args.names)
     except (OSError, ValueError) as e:
