@@ -14,7 +14,13 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
-from lth_core.config import ConfigError, SearchConfig, TrainConfig, default_train_config
+from lth_core.config import (
+    RESULTS,
+    ConfigError,
+    SearchConfig,
+    TrainConfig,
+    default_train_config,
+)
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -100,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--first-run", type=_typed(int), default=0, help="index of the first run")
     s.add_argument("--data", default="cifar10",
                    help="cifar10 | synthetic | path to a CIFAR-10 root, image folder or .tar.gz")
-    s.add_argument("--results", default="results")
+    s.add_argument("--results", default=RESULTS)
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     s.add_argument("--population", type=_positive_int, default=None,
                    help="runs trained at once as one vectorised model (default: from the "
@@ -118,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(s, SearchConfig, "ticket search")
 
     t = sub.add_parser("ticket", help="export a run's ticket as a model", allow_abbrev=False)
-    t.add_argument("--results", default="results")
+    t.add_argument("--results", default=RESULTS)
     t.add_argument("--arch", required=True, help="the search's name (an architecture)")
     t.add_argument("--run", type=_typed(int), required=True)
     t.add_argument("--stage", default="best",
@@ -135,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
 
     r = sub.add_parser("report", help="print Table 2 from stored results", allow_abbrev=False)
-    r.add_argument("--results", default="results")
+    r.add_argument("--results", default=RESULTS)
     r.add_argument("--format", choices=["table", "csv", "json"], default="table")
     r.add_argument("--select-on", choices=["test", "val"], default="test")
     r.add_argument("--stages", type=_positive_int, default=None,

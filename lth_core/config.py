@@ -158,6 +158,9 @@ def default_train_config(arch: str, **overrides: Any) -> TrainConfig:
     return TrainConfig(**{**train_defaults(arch), **overrides})
 
 
+# The results folder every command and entry point uses unless told otherwise
+RESULTS = "results"
+
 # TrainConfig fields that change how a stage runs, not what it computes, and the device type
 # on which that holds (None: every device). They are left out of a setup's identity (the
 # setup a results folder holds, ``setup_identity``) and nowhere else: records keep them.

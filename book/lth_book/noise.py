@@ -36,7 +36,7 @@ from .claims import null_success
 from .formats import NOT_COMPUTED, NOT_REPRODUCED, REPRODUCED, pval
 from .formats import name as display_name
 from .paper import PAPER_PARAMS, PAPER_PROTOCOL, paper_table2
-from .profiles import REPO_ROOT
+from .profiles import REPO_ROOT, RESULTS_DIR
 from .stagesets import (
     StageSet,
     _mean_offdiag,
@@ -278,7 +278,7 @@ def study(results: str | os.PathLike | None = None, n_power: int = 200, seed: in
     repository's), those of ``more`` (a book build's own folder) when it is another folder,
     and the paper's own (`paper.paper_table2`, the authors' per-run file)."""
     sets = stored_sets(results)
-    first = (REPO_ROOT / (results or "results")).resolve()
+    first = (REPO_ROOT / results if results else RESULTS_DIR).resolve()
     if more is not None and (REPO_ROOT / more).resolve() != first:
         sets += stored_sets(more)
     lamp = [s for s in sets if s.pruner == "lamp"]

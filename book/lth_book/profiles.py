@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from lth_core.config import SearchConfig, default_train_config, to_dict
+from lth_core.config import RESULTS, SearchConfig, default_train_config, to_dict
 from lth_core.models import ARCHITECTURES, build, by_size
 from lth_core.store import ResultsStore, StoreError, load_results, setup_difference
 
@@ -26,6 +26,7 @@ from .paper import PAPER_PROTOCOL
 from .sources import best_available
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+RESULTS_DIR = REPO_ROOT / RESULTS  # the repository's stored results
 # The JPEG copy of CIFAR-10 beside the checkout (machines without internet)
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 DEFAULT_PROFILE = "quick"
@@ -44,7 +45,7 @@ class Profile:
     search_overrides: dict[str, Any] = field(default_factory=dict)
     baseline_archs: list[str] = field(default_factory=list)
     baseline_runs: int = 0
-    results: str = "results"  # default results folder, relative to the repository
+    results: str = RESULTS  # default results folder, relative to the repository
     workers: int | None = None  # CPU processes training runs (None: one per core)
     width_runs: int = 0  # runs per width the width chapter computes (0: it reads the stored)
     note: str = ""
@@ -133,7 +134,7 @@ def _check_setup(root: Path, arch: str, cfg: SearchConfig) -> None:
 def ensure_results(
     profile: str | Profile,
     *,
-    results: str | os.PathLike = "results",
+    results: str | os.PathLike = RESULTS,
     data: str | None = None,
     archs: list[str] | None = None,
     runs: int | None = None,
@@ -189,11 +190,11 @@ def results_to_show(
     profile: str | Profile,
     own: pd.DataFrame,
     *,
-    results: str | os.PathLike = "results",
+    results: str | os.PathLike = RESULTS,
     stages: int | None = None,
     prune_rate: float = SearchConfig.prune_rate,
     prefer: bool = True,
-    search_root: str | os.PathLike = "results",
+    search_root: str | os.PathLike = RESULTS,
 ):
     """What a chapter shows: the reader's LAMP run ``own`` (from ``ensure_results``), each
     architecture replaced by a larger stored set of the same setup under ``search_root``

@@ -26,7 +26,7 @@ from . import noise
 from . import width_report as wr
 from .formats import frac, name, pval
 from .paper import PAPER_PROTOCOL, paper_table2
-from .profiles import REPO_ROOT
+from .profiles import REPO_ROOT, RESULTS_DIR
 from .stats import proportion_ci
 from .trajectory_scale import RESULT, load, scale_paragraph
 from .width import CPU_RUNS, MIN_RUNS, load_width, width_null, width_summary, width_trend
@@ -46,7 +46,7 @@ def _trajectory_scale(results: Path | None) -> str:
 
 def _lenet5(results: Path | None) -> str:
     """LeNet-5's row of Table 2 from every complete CPU run, runs 0-2 and the paper's."""
-    root = REPO_ROOT / "results" if results is None else Path(results)
+    root = RESULTS_DIR if results is None else Path(results)
     if not (root / "lenet5").is_dir():
         return "No LeNet-5 records stored yet (`results/lenet5/`)."
     df = load_results(root)
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="write from records git does not track yet (the README of a "
                              "clean clone then disagrees with its records)")
     args = parser.parse_args(argv)
-    folder = Path(args.results) if args.results else REPO_ROOT / "results"
+    folder = Path(args.results) if args.results else RESULTS_DIR
     loose = [] if args.uncommitted or not folder.is_dir() else uncommitted(folder)
     if loose:
         print(f"error: {len(loose)} file(s) in {folder} are not committed ({loose[0]}, ...): "

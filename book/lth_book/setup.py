@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from lth_core.analysis.metrics import table2
-from lth_core.config import SearchConfig
+from lth_core.config import RESULTS, SearchConfig
 from lth_core.models import ARCHITECTURES, by_size
 
 from .authors import MissingAuthorsData, authors_gains_path
@@ -248,7 +248,7 @@ def chapter(profile: str | None = None, data: str | None = None,
             runs: int | None = None, stages: int | None = None,
             prune_rate: float | None = None, device: str = "auto",
             prefer_stored: bool = True,
-            stored_results: str | os.PathLike = "results") -> Chapter:
+            stored_results: str | os.PathLike = RESULTS) -> Chapter:
     """Set a chapter up from its parameters (the notebooks' ``parameters`` cell).
 
     ``profile`` None: the book's default; ``results_dir`` None: the profile's folder;

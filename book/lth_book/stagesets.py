@@ -37,7 +37,7 @@ from . import stats as bstats
 from .formats import frac
 from .formats import name as display_name
 from .paper import PAPER_PARAMS, paper_table2
-from .profiles import REPO_ROOT
+from .profiles import REPO_ROOT, RESULTS_DIR
 from .sources import is_synthetic
 from .stats import ALPHA, LEVEL
 
@@ -95,7 +95,7 @@ def stored_sets(root: str | os.PathLike | None = None, min_runs: int = MIN_RUNS,
     """Every search under ``root`` (default: the repository's results/; a relative path is
     from the repository) with ``min_runs`` runs of at least 2 common stages, on real data
     unless ``real_only`` is False; sorted by pruner, then size."""
-    root = REPO_ROOT / (root if root is not None else "results")
+    root = RESULTS_DIR if root is None else REPO_ROOT / root
     out = []
     for store, arch in find_searches(root) if root.is_dir() else []:
         df = load_results(store.root)

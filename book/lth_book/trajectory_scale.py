@@ -45,9 +45,9 @@ from lth_core.pruning import apply_masks, lamp_masks
 from lth_core.store import atomic_write_bytes
 
 from .paper import paper_table2
-from .profiles import REPO_ROOT, SHARED_DATA
+from .profiles import RESULTS_DIR, SHARED_DATA
 
-RESULT = REPO_ROOT / "results" / "trajectory-scale" / "lengths.json"
+RESULT = RESULTS_DIR / "trajectory-scale" / "lengths.json"
 ARCS = {"images": "two normalised test images (ours)",
         "raw": "the same two images as raw [0, 1] pixels",
         "unit": "unit circle on two random orthonormal input directions"}

@@ -26,11 +26,12 @@ import numpy as np
 import pandas as pd
 
 from lth_core.analysis.metrics import complete_runs, run_summary, table2
+from lth_core.config import RESULTS
 from lth_core.models import WIDTH_FAMILY, WIDTH_PARAM_COUNTS
 from lth_core.store import RECORD_KEYS, load_results
 
 from .claims import null_model
-from .profiles import PROFILES, REPO_ROOT, ensure_results, get_profile
+from .profiles import PROFILES, REPO_ROOT, RESULTS_DIR, ensure_results, get_profile
 from .stats import (
     ALPHA,
     LEVEL,
@@ -56,7 +57,7 @@ CPU_RUNS = 8
 
 
 def _root(results: str | os.PathLike | None) -> Path:
-    return REPO_ROOT / "results" if results is None else Path(results)
+    return RESULTS_DIR if results is None else Path(results)
 
 
 def width_roots(results: str | os.PathLike | None = None) -> dict[str, Path]:
@@ -243,8 +244,8 @@ def width_trend(
     return out
 
 
-def study(results_dir: str | os.PathLike = "results", stored_results: str | os.PathLike =
-          "results", level: float = LEVEL, min_runs: int = MIN_RUNS, profile: str = "quick",
+def study(results_dir: str | os.PathLike = RESULTS, stored_results: str | os.PathLike =
+          RESULTS, level: float = LEVEL, min_runs: int = MIN_RUNS, profile: str = "quick",
           data: str | None = None, device: str = "auto"
           ) -> tuple[pd.DataFrame, pd.DataFrame, Path, Path | None]:
     """The chapter's data: (records, per-width summary, folder read, folder it fell back from).

@@ -26,9 +26,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from lth_core.analysis.metrics import SELECTED, ticket_stage
+from lth_core.analysis.metrics import SELECTED, run_summary
 from lth_core.analysis.trajectory import arc_pairs
-from lth_core.config import SearchConfig, setup_identity, to_dict
+from lth_core.config import RESULTS, SearchConfig, setup_identity, to_dict
 from lth_core.data import Dataset, normalize
 from lth_core.engine.population import CHANNELS_LAST_POPULATION, auto_population
 from lth_core.engine.ray_search import RayExecutor
@@ -157,14 +157,9 @@ def evaluation_pairs(data: Dataset, name: str, cfg: SearchConfig) -> Tensor:
 def keep_selected(store: ResultsStore, name: str, run: int) -> None:
     """``keep_weights="best"`` once a run is done: keep the Best Sparse and Sparsest
     Matching tickets' weights, remove the other stages'."""
-    records = store.run_records(name, run)
-    keep = set()
-    for which in SELECTED:
-        try:
-            keep.add(ticket_stage(records, which))
-        except ValueError:
-            pass  # no winner: nothing to keep
-    store.keep_tickets(name, run, keep)
+    row = run_summary(store.run_records(name, run)).iloc[0]
+    stages = (row[f"{col}_stage"] for col in SELECTED.values())
+    store.keep_tickets(name, run, {int(k) for k in stages if pd.notna(k)})  # none: no winner
 
 
 class LocalExecutor:
@@ -325,7 +320,7 @@ def run_search(
     *,
     name: str | None = None,
     runs: int | Iterable[int] = 1,
-    results: str | Path = "results",
+    results: str | Path = RESULTS,
     device: str | torch.device = "auto",
     population: int | None = 1,
     workers: int | None = None,
