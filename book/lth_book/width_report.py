@@ -108,7 +108,8 @@ def trend_verdict(t: dict) -> str:
             "not shown": f"Not shown: {what} does not change with size beyond run-to-run "
                          "noise"}[t["status"]]
     rho = "undefined (no order)" if not math.isfinite(t["rho"]) else f"{t['rho']:.2f}"
-    return (f"{head} ({t['slope']:+.3g} per tenfold increase in parameters, two-sided "
+    slope = ("+" if t["slope"] > 0 else "") + num(t["slope"])  # never past 3 decimals
+    return (f"{head} ({slope} per tenfold increase in parameters, two-sided "
             f"permutation {pval(t['p_value'])} over {t['n_runs']} runs of {len(widths)} "
             f"widths; Spearman rho of the per-width values with log size {rho})."
             + (f" Left out, fewer than {t['min_runs']} complete runs: {left}." if left else ""))
