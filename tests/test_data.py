@@ -14,10 +14,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
+from lth_book.profiles import SHARED_DATA
 from lth_core import data
 from lth_core.data import DataSpecError, Split, augment, batches, load_data, normalize
 
-REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
+REAL_DATA = SHARED_DATA
 CLASSES = ["ant", "cat", "dog"]  # sorted: the label order every source must produce
 
 

@@ -35,11 +35,11 @@ from .paper import (
     _range,
     paper_table2,
 )
-from .profiles import REPO_ROOT
+from .profiles import SHARED
 
 # -- The authors' own per-run numbers ---------------------------------------------------------
 
-AUTHORS_GAINS = REPO_ROOT.parent / "shared" / "paper" / "authors-per-run-gains.json"
+AUTHORS_GAINS = SHARED / "paper" / "authors-per-run-gains.json"
 
 # Names in the authors' file -> ours.
 AUTHORS_NAMES: dict[str, str] = {v: k for k, v in PAPER_NAMES.items()} | {

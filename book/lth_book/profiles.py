@@ -27,8 +27,10 @@ from .sources import best_available
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULTS_DIR = REPO_ROOT / RESULTS  # the repository's stored results
-# The JPEG copy of CIFAR-10 beside the checkout (machines without internet)
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+# The folder beside the checkout with the paper and the JPEG copy of CIFAR-10 (machines
+# without internet)
+SHARED = REPO_ROOT.parent / "shared"
+SHARED_DATA = SHARED / "data" / "cifar10-jpeg.tar.gz"
 DEFAULT_PROFILE = "quick"
 
 
