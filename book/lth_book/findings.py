@@ -65,9 +65,13 @@ def rank_trend(values: Mapping[str, float], counts: Mapping[str, int] | None = N
     return out
 
 
+def _no_trend(n: int) -> str:
+    return f"{n} architecture{'s' if n != 1 else ''}: no trend to test"
+
+
 def _trend_text(t: dict) -> str:
     if t["n"] < MIN_TREND_ARCHS:
-        return f"{t['n']} architecture{'s' if t['n'] != 1 else ''}: no trend to test"
+        return _no_trend(t["n"])
     text = (f"Spearman ρ = {num(t['rho'])} over {t['n']} architectures, one-sided "
             f"{pval(t['p'])}")
     if t.get("p_up", math.nan) < ALPHA:  # the opposite of the claim, shown when it is there
@@ -248,7 +252,7 @@ def findings(df: pd.DataFrame, seed: int = 0, null: pd.DataFrame | None = None,
                     f"{pval(t['p_decreasing'])}.")
         verdict = REPRODUCED if t["p_decreasing"] < ALPHA else NOT_REPRODUCED
     else:
-        lts_text = f"{len(counts)} architecture(s): no trend to test."
+        lts_text = _no_trend(len(counts)) + "."
         verdict = NOT_COMPUTED
     add("lts",
         f"Printed LTS {per_arch(paper['lts'])}; {_trend_text(p_lts)}.",
