@@ -329,6 +329,10 @@ def test_number_formats():
     assert formats.pval(0.00642) == "p = 0.006" and formats.pval(0.0002) == "p < 0.001"
     assert formats.pval(0.0002, None) == "< 0.001" and formats.pval(0.012, None) == "0.012"
     assert formats.pval(float("nan")) == "p = n/a"
+    assert formats.signed(0.3) == "+0.30" and formats.signed(-2.234) == "-2.23"
+    assert formats.signed(0.0) == "0.00"
+    assert formats.ci(-0.2, 0.5, formats.signed) == "-0.20 to +0.50"
+    assert formats.ci(float("nan"), 0.5, formats.signed) == "n/a"  # never "+nan to +nan"
     assert not any(DECIMALS.search(formats.pval(p)) for p in (0.0099, 0.00101, 0.0456, 1.0))
 
 
@@ -392,9 +396,11 @@ def test_styled_tables_show_at_most_three_decimals():
     body = html.split("</style>")[-1]
     assert not DECIMALS.search(body) and "50,000" in body and "yes" in body
     # a p-value column shows its bound, never a p of "0.000"
-    df = pd.DataFrame({"p (SR)": [0.00002, 0.0964, float("nan")], "x": [0.00002, 0.5, 1.0]})
-    body = formats.html_table(formats.styled(df)).split("</style>")[-1]
-    assert "&lt; 0.001" in body and "0.096" in body and "n/a" in body and "0.000" in body
+    for col in ("p (SR)", "two-sided p", "p_mean", "p"):
+        df = pd.DataFrame({col: [0.00002, 0.0964, float("nan")], "x": [0.00002, 0.5, 1.0]})
+        body = formats.html_table(formats.styled(df)).split("</style>")[-1]
+        assert "&lt; 0.001" in body and "0.096" in body and "n/a" in body, col
+        assert body.count("0.000") == 1, col  # x's cell only
 
 
 def test_rank_trend_exact_permutation_p():

@@ -2,10 +2,11 @@
 
 Accuracies, gains and trajectory lengths with 2 decimals (3 where 2 would show a non-zero
 value as 0), success rates as whole percent, a mean and its std in one cell; no cell ever
-shows more than 3 decimals (`num`, `pm`, `pct`, `ci`, `params`, `pval`). `name` is an architecture's
-display name (the paper's, `paper.PAPER_NAMES`), `frac` a width as the reader says it.
-`styled` renders any DataFrame that way as an HTML table (pandas ``Styler.format``). The
-verdict words every finding uses are here too, since the tables colour them.
+shows more than 3 decimals (`num`, `signed`, `pm`, `pct`, `ci`, `params`, `pval`). `name` is
+an architecture's display name (the paper's, `paper.PAPER_NAMES`), `frac` a width as the
+reader says it. `styled` renders any DataFrame that way as an HTML table (pandas
+``Styler.format``). The verdict words every finding uses are here too, since the tables
+colour them.
 """
 
 from __future__ import annotations
@@ -64,6 +65,12 @@ def num(v, digits: int = 2) -> str:
         digits += 1
     text = f"{v:.{digits}f}"
     return text[1:] if text.startswith("-") and float(text) == 0 else text
+
+
+def signed(v, digits: int = 2) -> str:
+    """`num` with its sign: "+0.30", "-2.23" (a difference or a slope)."""
+    text = num(v, digits)
+    return "+" + text if _finite(v) and not text.startswith("-") and float(text) != 0 else text
 
 
 def pm(mean, std, digits: int = 2) -> str:
@@ -130,14 +137,14 @@ def styled(df: pd.DataFrame, digits: int = 2, formats: Mapping[str, Callable] | 
     """An HTML table (pandas Styler) of ``df`` in the book's formats.
 
     Floats get ``digits`` decimals (`num`), integers thousands separators, booleans yes/no,
-    p-value columns ("p", "p (...)") `pval`; ``formats`` maps a column to its own formatter
-    (e.g. `pct`). A RangeIndex is hidden.
+    p-value columns ("p", "p (...)", "p_...", "... p") `pval`; ``formats`` maps a column to
+    its own formatter (e.g. `pct`). A RangeIndex is hidden.
     ``left``: text columns aligned left.
     """
     fmt = _formatter(digits)
     formats = dict(formats or {})
     for c in df.columns:
-        if str(c) == "p" or str(c).startswith("p ("):
+        if str(c) == "p" or str(c).startswith(("p (", "p_")) or str(c).endswith(" p"):
             formats.setdefault(c, lambda v: html.escape(pval(v, None)) if _finite(v) else fmt(v))
     sty = df.style.format({c: formats.get(c, fmt) for c in df.columns},
                           escape="html" if escape else None)

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from lth_core.models import WIDTH_FAMILY, WIDTH_PARAM_COUNTS
 
 from .claims import too_few
-from .formats import ci, frac, num, pct, pval
+from .formats import ci, frac, num, pct, pval, signed
 from .formats import pm as _pm
 from .stats import ALPHA, spearman
 from .width import (
@@ -108,8 +108,7 @@ def trend_verdict(t: dict) -> str:
             "not shown": f"Not shown: {what} does not change with size beyond run-to-run "
                          "noise"}[t["status"]]
     rho = "undefined (no order)" if not math.isfinite(t["rho"]) else f"{t['rho']:.2f}"
-    slope = ("+" if t["slope"] > 0 else "") + num(t["slope"])  # never past 3 decimals
-    return (f"{head} ({slope} per tenfold increase in parameters, two-sided "
+    return (f"{head} ({signed(t['slope'])} per tenfold increase in parameters, two-sided "
             f"permutation {pval(t['p_value'])} over {t['n_runs']} runs of {len(widths)} "
             f"widths; Spearman rho of the per-width values with log size {rho})."
             + (f" Left out, fewer than {t['min_runs']} complete runs: {left}." if left else ""))
