@@ -331,6 +331,7 @@ def test_number_formats():
     assert formats.pval(float("nan")) == "p = n/a"
     assert formats.signed(0.3) == "+0.30" and formats.signed(-2.234) == "-2.23"
     assert formats.signed(0.0) == "0.00"
+    assert formats.count(1, "run") == "1 run" and formats.count(12_000, "run") == "12,000 runs"
     assert formats.ci(-0.2, 0.5, formats.signed) == "-0.20 to +0.50"
     assert formats.ci(float("nan"), 0.5, formats.signed) == "n/a"  # never "+nan to +nan"
     assert not any(DECIMALS.search(formats.pval(p)) for p in (0.0099, 0.00101, 0.0456, 1.0))

@@ -246,7 +246,7 @@ def test_notebook_committed_clean():
 
 def test_notebook_runs_on_tiny_records(study, tmp_path):
     text = _papermill(tmp_path / "width.ipynb", study, tmp_path / "none")
-    assert "3 complete run(s), 1 in progress" in text
+    assert "3 complete runs, 1 in progress" in text
     assert "Not enough runs to count in the trend" in text  # width 2
     assert "permutation p" in text  # three widths count: the trend is tested
     assert "Rule: A width counts" in text

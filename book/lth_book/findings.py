@@ -26,6 +26,7 @@ from .formats import (
     REPRODUCED,
     _finite,
     ci,
+    count,
     name,
     num,
     pct,
@@ -66,7 +67,7 @@ def rank_trend(values: Mapping[str, float], counts: Mapping[str, int] | None = N
 
 
 def _no_trend(n: int) -> str:
-    return f"{n} architecture{'s' if n != 1 else ''}: no trend to test"
+    return f"{count(n, 'architecture')}: no trend to test"
 
 
 def _trend_text(t: dict) -> str:

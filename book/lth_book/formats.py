@@ -105,6 +105,11 @@ def pval(p, label: str | None = "p") -> str:
     return f"{label} {text}" if label else text.removeprefix("= ")
 
 
+def count(n: int, noun: str) -> str:
+    """"1 run", "3 runs": a count with its noun (plural by "s")."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def params(n: int) -> str:
     """A parameter count in the paper's units: 61K, 0.13M, 11.17M."""
     return f"{n / 1e3:.0f}K" if n < 100_000 else f"{n / 1e6:.2f}M"

@@ -30,7 +30,7 @@ from lth_core.models import ARCHITECTURES, by_size
 from .authors import MissingAuthorsData, authors_gains_path
 from .display import figure_to_png_base64, stage_slider
 from .findings import findings, verdict_markdown
-from .formats import NOT_COMPUTED, name, styled
+from .formats import NOT_COMPUTED, count, name, styled
 from .paper import PAPER_PROTOCOL, paper_table2
 from .profiles import (
     DEFAULT_PROFILE,
@@ -201,7 +201,8 @@ class Chapter(Page):
         """Profile, the reader's run and where each architecture's records come from."""
         own = self.own
         head = (f"**Profile `{self.profile.name}`**: {self.profile.note}. Your run: "
-                f"{own['run'].nunique()} runs of {len(set(own['arch']))} architecture(s) in "
+                f"{count(own['run'].nunique(), 'run')} of "
+                f"{count(len(set(own['arch'])), 'architecture')} in "
                 f"`{_label(self.results_dir)}`.")
         return head + "\n\n" + self.shown.markdown()
 
