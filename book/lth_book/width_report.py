@@ -236,10 +236,9 @@ def noise_statement(null: pd.DataFrame, trends: dict[str, dict], alpha: float = 
     tested = all(t.get("status") not in (None, "not enough runs") for t in (raw, scaled))
     if not tested:
         return text + "Not enough runs to test either trend."
-    b_raw, b_scaled = (round(t["slope"], 2) + 0.0 for t in (raw, scaled))  # no "-0.00"
-    text += (f"Best Sparse A_gain changes by {b_raw:+.2f} % per tenfold increase in "
+    text += (f"Best Sparse A_gain changes by {signed(raw['slope'])} % per tenfold increase in "
              f"parameters (two-sided permutation {pval(raw['p_value'])}); in units of each "
-             f"width's own spread, by {b_scaled:+.2f} ({pval(scaled['p_value'])}). ")
+             f"width's own spread, by {signed(scaled['slope'])} ({pval(scaled['p_value'])}). ")
     if raw["status"] == "supported" and scaled["status"] != "supported":
         text += ("A_gain falls with size, but the gain in units of each width's own spread "
                  "does not: the fall is what noise alone predicts, so our data cannot credit it "
