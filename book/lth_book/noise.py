@@ -33,7 +33,7 @@ from lth_core.models import WIDTH_FAMILY
 from . import stats as bstats
 from .authors import authors_searches, load_authors
 from .claims import null_success
-from .formats import NOT_COMPUTED, NOT_REPRODUCED, REPRODUCED, pval
+from .formats import NOT_COMPUTED, NOT_REPRODUCED, REPRODUCED, pval, signed
 from .formats import name as display_name
 from .paper import PAPER_PARAMS, PAPER_PROTOCOL, paper_table2
 from .profiles import REPO_ROOT, RESULTS_DIR
@@ -295,7 +295,7 @@ def noise_finding(results: str | os.PathLike | None = None, seed: int = 0) -> di
     """The findings page's row for claim (a) in units of noise: {ours, detail, status}."""
     st = study(results, n_power=100, seed=seed)
     t = st.trend
-    ours = (f"Mean gain / dense sigma against size: Spearman rho {t['rho']:+.2f}, exact "
+    ours = (f"Mean gain / dense sigma against size: Spearman rho {signed(t['rho'])}, exact "
             f"two-sided {pval(t['p'])} over {t['orderings']:,} orderings "
             f"({t['n']} architectures; null with within-run correlation {st.rho:.2f}, "
             f"pooled over our runs). Per architecture, against what noise predicts:")

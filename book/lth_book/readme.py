@@ -24,7 +24,7 @@ from lth_core.store import load_results
 
 from . import noise
 from . import width_report as wr
-from .formats import frac, name, pval
+from .formats import frac, name, pval, signed
 from .paper import PAPER_PROTOCOL, paper_table2
 from .profiles import REPO_ROOT, RESULTS_DIR
 from .stats import proportion_ci
@@ -139,13 +139,13 @@ def _noise(results: Path | None, seed: int = 0) -> str:
         + "; ".join(f"{v}: {counts.get(v, 0)}" for v in noise.VERDICTS if counts.get(v, 0)) + ".",
         rows.to_markdown(index=False),
         f"Claim (a) in units of noise (gain / dense sigma against size, Spearman rho "
-        f"{t['rho']:+.2f}, exact two-sided {pval(t['p'])} over {t['orderings']:,} "
+        f"{signed(t['rho'])}, exact two-sided {pval(t['p'])} over {t['orderings']:,} "
         f"orderings): **{st.claim}**.",
         f"What pruning itself does in our width family (mean of acc_k - acc_0 over the pruned "
         f"stages, no stage selected; {fam['n_runs']} runs of {fam['n_sets']} widths): "
-        f"{fam['slope']:+.2f} % of the dense accuracy per tenfold increase in parameters, "
+        f"{signed(fam['slope'])} % of the dense accuracy per tenfold increase in parameters, "
         f"two-sided permutation {pval(fam['p'])} (power against the paper's A_gain trend "
-        f"of {fam['slope_alt']:+.2f} per tenfold: {100 * fam['power']:.0f} %, simulated).",
+        f"of {signed(fam['slope_alt'])} per tenfold: {100 * fam['power']:.0f} %, simulated).",
         f"Rule: {noise.RULE}"])
 
 

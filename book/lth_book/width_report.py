@@ -131,7 +131,7 @@ def power_statement(power: dict) -> str:
     b, d = power["slope"], power["detectable"]
     small = (f"is {d:.2f}{unit} per tenfold, {d / abs(b):.1f} times the paper's"
              if math.isfinite(d) else "is more than 64 times the paper's")
-    return (f"Across its seven architectures, the paper's {what} changes by {b:+.2f}{unit} per "
+    return (f"Across its seven architectures, the paper's {what} changes by {signed(b)}{unit} per "
             f"tenfold increase in parameters. At our widths' own run-to-run spread and "
             f"{'/'.join(map(str, power['n']))} "
             f"{'successful ' if power['stat'] in ('a_gain', 'tl_gain') else ''}runs, a trend "
@@ -328,7 +328,7 @@ def verdict_markdown(trends: dict[str, dict], null: pd.DataFrame,
         if power is not None and math.isfinite(power["power"]):
             text.append(
                 f"That is not evidence of absence: a trend as large as the paper's own "
-                f"({power['slope']:+.2f} LTS per tenfold increase in parameters) would be "
+                f"({signed(power['slope'])} LTS per tenfold increase in parameters) would be "
                 f"found here with probability {100 * power['power']:.0f} %, and finding it "
                 f"with probability {100 * power['target']:.0f} % would take "
                 f"{runs_needed_text(power)} complete runs per width.")
@@ -353,7 +353,7 @@ def width_finding(results: str | os.PathLike | None = None, n_perm: int = 10_000
     ours = trend_verdict(t)
     if t["status"] == "not shown" and math.isfinite(power["power"]):
         ours += (f" Power against a trend as large as the paper's "
-                 f"({power['slope']:+.2f} per tenfold, simulated permutation test): "
+                 f"({signed(power['slope'])} per tenfold, simulated permutation test): "
                  f"{100 * power['power']:.0f} %; {runs_needed_text(power)} runs per width "
                  f"would give "
                  f"{100 * power['target']:.0f} %.")
