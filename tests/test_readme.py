@@ -6,9 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from lth_book.readme import BLOCKS, block_text, markers, render, write_readme
+from lth_book.readme import BLOCKS, _cost, block_text, markers, render, write_readme
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -102,3 +103,16 @@ def test_readme_cli_refuses_records_git_does_not_track(tmp_path):
     (results / "lenet5" / "search.json").write_text('{"changed": 1}')  # a committed file edited
     assert cli().returncode == 2
     assert cli("--uncommitted").returncode == 0
+
+
+def test_cost_line_sums_the_records_and_claims_cores_only_from_their_provenance():
+    df = pd.DataFrame({"run": [0, 0, 1, 1], "wall_time_s": [60.0, 120.0, 240.0, 300.0],
+                       "device_type": "cpu", "device": "AMD EPYC (1 threads)"})
+    text = _cost(df)
+    assert "0.2 core-hours for the 2 runs" in text  # 720 s in all
+    assert "3-9 core-minutes a run (median 6)" in text
+    assert "1.0-5.0 a stage (median 3.0)" in text
+    df.loc[3, "device"] = "AMD EPYC (2 threads)"  # one record on two threads: no core claim
+    assert "core-" not in _cost(df) and "wall-clock hours" in _cost(df)
+    df["device"], df["device_type"] = "NVIDIA H200", "cuda"
+    assert "core-" not in _cost(df)

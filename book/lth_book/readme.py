@@ -24,7 +24,8 @@ from lth_core.store import load_results
 
 from . import noise
 from . import width_report as wr
-from .formats import frac, name, pval, signed
+from .formats import count, frac, name, pval, signed
+from .formats import pm as fmt_pm
 from .paper import PAPER_PROTOCOL, paper_table2
 from .profiles import REPO_ROOT, RESULTS_DIR
 from .stats import proportion_ci
@@ -59,7 +60,7 @@ def _lenet5(results: Path | None) -> str:
     paper = paper_table2().loc["lenet5"]
 
     def pm(r, key: str) -> str:
-        return f"{r[key + '_mean']:.2f} ± {r[key + '_std']:.2f} %"
+        return f"{fmt_pm(r[key + '_mean'], r[key + '_std'])} %"
 
     rows = {"dense test accuracy": "dense_test_acc", "Best Sparse test accuracy":
             "best_sparse_test_acc", "Best Sparse A_gain": "best_sparse_a_gain"}
@@ -81,7 +82,23 @@ def _lenet5(results: Path | None) -> str:
             + (f"; {unfinished} more unfinished, not counted" if unfinished else "") + ").\n\n"
             + out.to_markdown(index=False)
             + f"\n\nThe exact (Clopper-Pearson) 95 % interval of the {n}-run success rate is "
-            f"{100 * lo:.0f}-{100 * hi:.0f} %.")
+            f"{100 * lo:.0f}-{100 * hi:.0f} %.\n\n" + _cost(df))
+
+
+def _cost(df: pd.DataFrame) -> str:
+    """What the runs cost, from each record's wall-clock time; core-minutes where every record
+    says it ran on a CPU with one torch thread (its provenance's device)."""
+    per_run = df.groupby("run")["wall_time_s"].sum() / 60
+    per_stage = df["wall_time_s"] / 60
+    one_core = bool((df["device_type"] == "cpu").all()
+                    and df["device"].str.endswith("(1 threads)").all())
+    unit = "core-" if one_core else "wall-clock "
+    return ("Cost, from the records' own wall-clock times"
+            + (" (each stage in one process with one torch thread)" if one_core else "")
+            + f": {per_run.sum() / 60:.1f} {unit}hours for the {count(len(per_run), 'run')}, "
+            f"{per_run.min():.0f}-{per_run.max():.0f} {unit}minutes a run (median "
+            f"{per_run.median():.0f}), {per_stage.min():.1f}-{per_stage.max():.1f} a stage "
+            f"(median {per_stage.median():.1f}).")
 
 
 def _width(results: Path | None, n_perm: int = 10_000, seed: int = 0) -> str:
@@ -100,7 +117,7 @@ def _width(results: Path | None, n_perm: int = 10_000, seed: int = 0) -> str:
     lts = trends["lts"]
     if lts["status"] != "not enough runs":  # else the verdict says why there is no trend
         p = lts["params"]
-        parts = [f"{wr.STAT_NAMES[k]} {t['slope']:+.{0 if k == 'sr' else 2}f}{wr.STAT_UNITS[k]}"
+        parts = [f"{wr.STAT_NAMES[k]} {signed(t['slope'], 0 if k == 'sr' else 2)}{wr.STAT_UNITS[k]}"
                  f" per tenfold increase ({pval(t['p_value'])})"
                  for k, t in trends.items() if k != "a_gain_sigma"]
         beyond = [wr.STAT_NAMES[k] for k, t in trends.items()
