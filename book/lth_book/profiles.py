@@ -10,6 +10,7 @@ missing, through the resumable search, so any chapter runs alone and chapters sh
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -17,8 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from lth_core.config import RESULTS, SearchConfig, default_train_config, to_dict
+from lth_core.data import load_data
+from lth_core.engine.search import run_search
+from lth_core.engine.train import resolve_device
+from lth_core.engine.workers import default_workers
 from lth_core.models import ARCHITECTURES, build, by_size
 from lth_core.store import ResultsStore, StoreError, load_results, setup_difference
 
@@ -219,15 +225,6 @@ def _compute(prof: Profile, archs: list[str], spec: str, root: Path, runs: int, 
     """The book's searches: on a CPU one run per core in one-thread workers (or one
     one-thread process), so the records do not depend on the core count; on a GPU
     populations as large as it holds."""
-    import functools
-
-    import torch
-
-    from lth_core.data import load_data
-    from lth_core.engine.search import run_search
-    from lth_core.engine.train import resolve_device
-    from lth_core.engine.workers import default_workers
-
     dev = resolve_device(device)
     cpu = dev.type == "cpu"
     dataset = load_data(spec)

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import html
 import os
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+import matplotlib
 import pandas as pd
 
 from lth_core.analysis.metrics import table2
@@ -70,8 +72,6 @@ def _results_path(profile: Profile, results_dir: str | os.PathLike | None) -> Pa
 
 
 def _matplotlib() -> None:
-    import matplotlib
-
     matplotlib.rcParams.update({"figure.dpi": FIGURE_DPI, "savefig.dpi": FIGURE_DPI,
                                 "font.size": 10})
 
@@ -79,8 +79,6 @@ def _matplotlib() -> None:
 def _page_warnings() -> None:
     """A page built without the authors' per-run file says so once, as a note on the page,
     instead of a Python warning per comparison left out (a checkout without shared/)."""
-    import warnings
-
     if getattr(warnings.showwarning, "lth_page", False):
         return
     shown = warnings.showwarning
