@@ -111,3 +111,15 @@ def test_the_records_whose_code_cannot_be_recovered_are_those_results_readme_nam
     readme = (RESULTS / "README.md").read_text()
     for folder, commit in seen:
         assert commit in readme and f"results/{folder}/" in readme
+
+
+def test_the_50_lenet5_runs_are_what_results_readme_says():
+    """results/README.md: 50 complete runs of K = 5; runs 8-49 from the clean commit 7d38d68."""
+    from lth_core.store import load_results
+
+    df = load_results(RESULTS)
+    df = df[df["arch"] == "lenet5"]
+    stages = df.groupby("run")["stage"].nunique()
+    assert sorted(stages.index) == list(range(50)) and (stages == 5).all()
+    late = df[df["run"] >= 8]["git_commit"].unique()
+    assert len(late) == 1 and late[0].startswith("7d38d68") and not late[0].endswith("+dirty")
