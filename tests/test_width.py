@@ -111,6 +111,10 @@ def test_setup_differences(study):
     assert setup_differences(df)[0] == []
     other = df.copy()
     cfg = json.loads(other["config"].iloc[0])
+    cfg["train"]["cuda_graphs"] = not cfg["train"]["cuda_graphs"]  # engine-only: one setup
+    other.loc[other["arch"] == "lenet5-w2", "config"] = json.dumps(cfg)
+    assert setup_differences(other)[0] == []
+    cfg = json.loads(other["config"].iloc[0])
     cfg["prune_rate"] = 0.3
     other.loc[other["arch"] == "lenet5-w2", "config"] = json.dumps(cfg)
     departs, hardware = setup_differences(other)

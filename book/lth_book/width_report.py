@@ -18,7 +18,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from lth_core.config import setup_identity
 from lth_core.models import WIDTH_FAMILY, WIDTH_PARAM_COUNTS
+from lth_core.store import setup_difference
 
 from .claims import too_few
 from .formats import ci, frac, num, pct, pval, signed
@@ -41,24 +43,14 @@ STAT_NAMES = {"sr": "SR", "a_gain": "Best Sparse A_gain", "lts": "LTS",
 
 
 def _setup(g: pd.DataFrame) -> list[tuple[str, str]]:
-    """The distinct (config, data checksum) pairs of some records, config without the fields
-    that may differ between runs of one study (stages asked for, CUDA graphs)."""
-    out = []
-    for cfg, data in g[["config", "data_checksum"]].drop_duplicates().itertuples(index=False):
-        c = json.loads(cfg) if isinstance(cfg, str) else {}
-        c.pop("stages", None)
-        c.get("train", {}).pop("cuda_graphs", None)
-        out.append((json.dumps(c, sort_keys=True), str(data)))
-    return sorted(set(out))
-
-
-def _diff(a: dict, b: dict, prefix: str = "") -> str:
-    for k in sorted(set(a) | set(b)):
-        if a.get(k) != b.get(k):
-            if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
-                return _diff(a[k], b[k], f"{prefix}{k}.")
-            return f"{prefix}{k}: {b.get(k)!r} instead of {a.get(k)!r}"
-    return ""
+    """The distinct (config, data checksum) pairs of some records, each config as a setup's
+    identity (`lth_core.config.setup_identity`: without the stages asked for and the fields
+    that change how a stage runs, not what it computes)."""
+    out = {(json.dumps(setup_identity(json.loads(cfg) if isinstance(cfg, str) else {}),
+                       sort_keys=True), str(data))
+           for cfg, data in g[["config", "data_checksum"]].drop_duplicates()
+           .itertuples(index=False)}
+    return sorted(out)
 
 
 def setup_differences(df: pd.DataFrame) -> tuple[list[tuple[str, str]], dict[str, str]]:
@@ -73,7 +65,9 @@ def setup_differences(df: pd.DataFrame) -> tuple[list[tuple[str, str]], dict[str
         for s in setups[a]:
             counts[s] = counts.get(s, 0) + len(g)
     ref = max(counts, key=counts.get)
-    departs = [(a, "other data" if data != ref[1] else _diff(json.loads(ref[0]), json.loads(cfg)))
+    departs = [(a, "other data" if data != ref[1] else
+                setup_difference({"config": json.loads(ref[0])}, {"config": json.loads(cfg)})
+                or "fields the rest of the study lacks")
                for a in WIDTHS if a in setups for cfg, data in setups[a] if (cfg, data) != ref]
     hw = {}
     if "device" in df.columns:
