@@ -19,9 +19,8 @@ from lth_book.claims import (
     null_sr,
     null_status,
     size_trend,
-    two_sample_test,
 )
-from lth_book.stats import mean_ci, proportion_ci
+from lth_book.stats import mean_ci, proportion_ci, two_sample_test
 
 # -- bootstrap_ci: SR is exact ---------------------------------------------------------------
 

@@ -23,7 +23,6 @@ from matplotlib.figure import Figure
 
 from lth_core.analysis.metrics import complete_runs, run_summary
 
-from .claims import two_sample_test
 from .formats import pval
 from .paper import (
     _HALF_UNIT,
@@ -36,6 +35,7 @@ from .paper import (
     paper_table2,
 )
 from .profiles import SHARED
+from .stats import two_sample_test
 
 # -- The authors' own per-run numbers ---------------------------------------------------------
 
@@ -160,7 +160,7 @@ def compare_gains(
     ``ours``: per-stage records (as for `metrics.table2`); only complete runs count, as for
     the authors (every listed gain is a finished search). Columns: n_ours, mean_ours,
     std_ours, n_authors, mean_authors, std_authors, diff (ours - theirs), auc (P(our gain >
-    theirs)), p_mean and p_mannwhitney (two-sided permutation tests, `claims.two_sample_test`;
+    theirs)), p_mean and p_mannwhitney (two-sided permutation tests, `stats.two_sample_test`;
     NaN unless both sides have at least ``min_runs`` successful runs), permutation,
     incomplete_left_out. None when the authors' file is absent.
     """

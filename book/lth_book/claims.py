@@ -18,7 +18,6 @@ import zlib
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
 
 from lth_core.analysis.metrics import run_summary, table2
 from lth_core.models import by_size
@@ -375,36 +374,3 @@ def compare_pruners(dfs: dict[str, pd.DataFrame], select_on: str = "test") -> pd
     out = out.assign(_a=out["arch"].map(arch_rank), _p=out["pruner"].map(list(dfs).index))
     out = out.sort_values(["_a", "_p"], kind="stable")
     return out.set_index(["arch", "pruner"])[list(cols.values())]
-
-
-def two_sample_test(x, y, n_perm: int = 10_000, seed: int = 0) -> dict:
-    """Do two samples differ? Permutation tests of the mean difference and of Mann-Whitney U.
-
-    Both p-values are two-sided (`stats.permutation`: twice the smaller tail) and come from
-    relabellings of the pooled values: all of them when there are at most ``n_perm`` (exact),
-    else ``n_perm`` random ones (Monte Carlo, p = (1 + hits) / (1 + n_perm)).
-    auc = U / (n_x n_y) = P(x > y) + P(x = y) / 2. A sample of one value gets no p (NaN).
-    Keys: n_x, n_y, diff (mean x - mean y), auc, p_mean, p_mannwhitney, permutation.
-    """
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    n1, n2 = len(x), len(y)
-    out = {"n_x": n1, "n_y": n2, "diff": math.nan, "auc": math.nan, "p_mean": math.nan,
-           "p_mannwhitney": math.nan, "permutation": None}
-    if n1 == 0 or n2 == 0:
-        return out
-
-    def diff(a, b, axis=-1):
-        return a.mean(axis=axis) - b.mean(axis=axis)
-
-    def u(a, b, axis=-1):
-        ranks = rankdata(np.concatenate([a, b], axis=axis), axis=axis)
-        return ranks[..., : a.shape[axis]].sum(axis=axis) - n1 * (n1 + 1) / 2.0
-
-    if min(n1, n2) < 2:  # scipy relabels only samples of 2 or more: no p, the effect sizes
-        out.update(diff=float(diff(x, y)), auc=float(u(x, y) / (n1 * n2)))
-        return out
-    mean = permutation((x, y), diff, "independent", n_perm, seed)
-    mw = permutation((x, y), u, "independent", n_perm, seed)
-    out.update(diff=mean["statistic"], auc=float(mw["statistic"] / (n1 * n2)),
-               p_mean=mean["p"], p_mannwhitney=mw["p"], permutation=mean["kind"])
-    return out
