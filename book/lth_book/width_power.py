@@ -11,7 +11,7 @@ import pandas as pd
 
 from lth_core.models import WIDTH_PARAM_COUNTS
 
-from .paper import PAPER_PARAMS, paper_table2
+from .paper import PAPER_PARAMS, PAPER_PROTOCOL, paper_table2
 from .stats import ALPHA, permutation
 from .stats import slope as fit_slope
 from .width import MIN_RUNS, MIN_WIDTHS, WIDTHS, _values, per_run
@@ -67,7 +67,7 @@ def width_power(df: pd.DataFrame, stat: str = "lts", slope: float | None = None,
     """Could this study see a trend of ``slope`` per tenfold increase in parameters (default:
     the paper's own, `paper_slope`)? By simulating the permutation test `width_trend`
     reports (`_simulated_power`: each width's measured values around its own mean, resampled,
-    plus the trend), ``n_sim`` studies for the power at this design and at 50 runs,
+    plus the trend), ``n_sim`` studies for the power at this design and at the paper's runs,
     ``n_sim_search`` per step of the searches for runs_needed and detectable (their precision
     is that of a few hundred studies), ``n_perm`` shuffles each; a normal
     approximation of the slope's standard error overstates the power of this test with a
@@ -77,7 +77,8 @@ def width_power(df: pd.DataFrame, stat: str = "lts", slope: float | None = None,
     found with probability ``target``, to about 5 %) for the stored runs or, given ``runs``,
     for that many complete runs at every width; runs_needed (the same number of complete runs
     at every width that reaches ``target``, inf beyond `MAX_RUNS`; for A_gain, successes in
-    each width's measured proportion), power_50 (at the paper's 50 runs per width) and
+    each width's measured proportion), power_paper (at the paper's
+    `PAPER_PROTOCOL.runs` per width) and
     n_sim; NaN where fewer than 3 widths have ``min_runs`` complete runs.
     """
     slope = paper_slope(stat) if slope is None else slope
@@ -87,7 +88,7 @@ def width_power(df: pd.DataFrame, stat: str = "lts", slope: float | None = None,
     widths = [w for w in WIDTHS if complete.get(w, 0) >= min_runs
               and (v["arch"] == w).sum() >= 2]
     out = {"stat": stat, "slope": slope, "widths": widths, "n": [], "power": math.nan,
-           "detectable": math.nan, "runs_needed": math.nan, "power_50": math.nan,
+           "detectable": math.nan, "runs_needed": math.nan, "power_paper": math.nan,
            "alpha": alpha, "target": target, "n_sim": n_sim}
     if len(widths) < MIN_WIDTHS:
         return out
@@ -126,5 +127,6 @@ def width_power(df: pd.DataFrame, stat: str = "lts", slope: float | None = None,
         lo_k, hi_k = hi_k, 2 * hi_k
     detectable = unit * first(seen, lo_k, hi_k) / 20 if hi_k <= 20 * 64 else math.inf
     out.update(n=list(now), power=power(now, sims=n_sim), detectable=detectable,
-               runs_needed=needed, power_50=power(counts(50), sims=n_sim))
+               runs_needed=needed,
+               power_paper=power(counts(PAPER_PROTOCOL.runs), sims=n_sim))
     return out

@@ -25,6 +25,7 @@ from lth_core.store import setup_difference
 from .claims import too_few
 from .formats import ci, frac, num, pct, pval, signed
 from .formats import pm as _pm
+from .paper import PAPER_PROTOCOL
 from .stats import ALPHA, spearman
 from .width import (
     MIN_WIDTHS,
@@ -136,7 +137,7 @@ def power_statement(power: dict) -> str:
             f"{pct(power['target'])} {small}. Finding the paper's trend with probability "
             f"{pct(power['target'])} "
             f"would take {runs_needed_text(power)} complete runs per width "
-            f"(at the paper's 50: {pct(power['power_50'])}).")
+            f"(at the paper's {PAPER_PROTOCOL.runs}: {pct(power['power_paper'])}).")
 
 
 def _tick(name: str) -> str:
