@@ -44,6 +44,7 @@ from lth_core.provenance import provenance
 from lth_core.pruning import apply_masks, lamp_masks
 from lth_core.store import atomic_write_bytes
 
+from .formats import name, num, pm
 from .paper import paper_table2
 from .profiles import RESULTS_DIR, SHARED_DATA
 
@@ -290,17 +291,17 @@ def display_table(record: dict[str, Any]) -> pd.DataFrame:
     g_mean, g_std = _paper_tl_gain_lenet5()
     t = scale_table(record)
     total, step = t[t["length"] == "total"], t[t["length"] == "mean step"]
-    rows = [{"definition": "the paper (Table 2)", "LeNet-5": paper["lenet5"],
-             "ResNet32": paper["resnet32"], "ratio": paper["resnet32"] / paper["lenet5"],
-             "LeNet-5 TL_gain (%)": f"{g_mean:.3f} ± {g_std:.2f}",
+    le, rn, gain = name("lenet5"), name("resnet32"), f"{name('lenet5')} TL_gain (%)"
+    rows = [{"definition": "the paper (Table 2)", le: paper["lenet5"], rn: paper["resnet32"],
+             "ratio": paper["resnet32"] / paper["lenet5"], gain: pm(g_mean, g_std),
              "factor off (total)": "", "factor off (mean step)": ""}]
     for (_, r), (_, s) in zip(total.iterrows(), step.iterrows(), strict=True):
         rows.append({"definition": f"{r['arc']}; {r['output']}; {r['space']}"
                                    + (" (ours)" if r["ours"] else ""),
-                     "LeNet-5": r["lenet5"], "ResNet32": r["resnet32"], "ratio": r["ratio"],
-                     "LeNet-5 TL_gain (%)": f"{r['lenet5_tl_gain']:.2f}",
-                     "factor off (total)": f"{r['worst_factor']:.0f}",
-                     "factor off (mean step)": f"{s['worst_factor']:.0f}"})
+                     le: r["lenet5"], rn: r["resnet32"], "ratio": r["ratio"],
+                     gain: num(r["lenet5_tl_gain"]),
+                     "factor off (total)": num(r["worst_factor"], 0),
+                     "factor off (mean step)": num(s["worst_factor"], 0)})
     return pd.DataFrame(rows)
 
 
