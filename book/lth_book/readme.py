@@ -24,7 +24,7 @@ from lth_core.store import load_results
 
 from . import noise
 from . import width_report as wr
-from .formats import count, frac, name, pval, signed
+from .formats import count, frac, name, num, pct, pval, signed
 from .formats import pm as fmt_pm
 from .paper import PAPER_PROTOCOL, paper_table2
 from .profiles import REPO_ROOT, RESULTS_DIR
@@ -66,11 +66,10 @@ def _lenet5(results: Path | None) -> str:
             "best_sparse_test_acc", "Best Sparse A_gain": "best_sparse_a_gain"}
     table = {name: [pm(r, key) for r in cols.values()] + [pm(paper, key)]
              for name, key in rows.items()}
-    table["success rate"] = [f"{r['sr']:.0f} % ({round(r['sr'] * r['n_runs'] / 100)} of "
-                             f"{int(r['n_runs'])})" for r in cols.values()] + \
-        [f"{paper['sr']:.0f} %"]
-    table["LTS (printed definition)"] = [f"{r['lts']:.2f}" for r in cols.values()] + \
-        [f"{paper['lts']:.2f} (printed)"]
+    table["success rate"] = [f"{pct(r['sr'])} ({round(r['sr'] * r['n_runs'] / 100)} of "
+                             f"{int(r['n_runs'])})" for r in cols.values()] + [pct(paper["sr"])]
+    table["LTS (printed definition)"] = [num(r["lts"]) for r in cols.values()] + \
+        [f"{num(paper['lts'])} (printed)"]
     out = pd.DataFrame(table, index=[*cols, f"paper ({PAPER_PROTOCOL.runs} runs)"]).T.rename_axis(
         name("lenet5"))
     out = out.reset_index()
@@ -143,9 +142,9 @@ def _noise(results: Path | None, seed: int = 0) -> str:
     counts = p["verdict"].value_counts()
     rows = pd.DataFrame({
         "architecture": [name(a) for a in p.index],
-        "SR (null)": [f"{r.sr:.0f} % ({r.sr_null:.0f} %), {pval(r.p_sr)}"
+        "SR (null)": [f"{pct(r.sr)} ({pct(r.sr_null)}), {pval(r.p_sr)}"
                       for r in p.itertuples()],
-        "gain / sigma (null)": [f"{r.z_mean:.2f} ({r.z_null:.2f}), {pval(r.p_mean)}"
+        "gain / sigma (null)": [f"{num(r.z_mean)} ({num(r.z_null)}), {pval(r.p_mean)}"
                                 for r in p.itertuples()],
         "verdict": list(p["verdict"])})
     fam = st.effect

@@ -119,7 +119,6 @@ def power_statement(power: dict) -> str:
     """The power of the study against the paper's own trend, in sentences."""
     if not math.isfinite(power["power"]):
         return ("Too few widths with complete runs to say what trend this study could see.")
-    pct = lambda p: f"{100 * p:.0f} %"
     what = {"lts": "LTS (SR × mean Best Sparse A_gain, as we compute it)",
             "a_gain": "Best Sparse A_gain", "sr": "SR"}[power["stat"]]
     unit = STAT_UNITS.get(power["stat"], "")
@@ -133,11 +132,11 @@ def power_statement(power: dict) -> str:
             f"that size would be found "
             f"(two-sided permutation p < {power['alpha']:g}, in {power['n_sim']} simulated "
             f"studies) with probability "
-            f"{pct(power['power'])}; the smallest trend found with probability "
-            f"{pct(power['target'])} {small}. Finding the paper's trend with probability "
-            f"{pct(power['target'])} "
+            f"{pct(100 * power['power'])}; the smallest trend found with probability "
+            f"{pct(100 * power['target'])} {small}. Finding the paper's trend with probability "
+            f"{pct(100 * power['target'])} "
             f"would take {runs_needed_text(power)} complete runs per width "
-            f"(at the paper's {PAPER_PROTOCOL.runs}: {pct(power['power_paper'])}).")
+            f"(at the paper's {PAPER_PROTOCOL.runs}: {pct(100 * power['power_paper'])}).")
 
 
 def _tick(name: str) -> str:
@@ -324,8 +323,8 @@ def verdict_markdown(trends: dict[str, dict], null: pd.DataFrame,
             text.append(
                 f"That is not evidence of absence: a trend as large as the paper's own "
                 f"({signed(power['slope'])} LTS per tenfold increase in parameters) would be "
-                f"found here with probability {100 * power['power']:.0f} %, and finding it "
-                f"with probability {100 * power['target']:.0f} % would take "
+                f"found here with probability {pct(100 * power['power'])}, and finding it "
+                f"with probability {pct(100 * power['target'])} would take "
                 f"{runs_needed_text(power)} complete runs per width.")
     counts = sorted(set(main["n"]))
     runs = (f"{counts[0]}" if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
@@ -349,7 +348,7 @@ def width_finding(results: str | os.PathLike | None = None, n_perm: int = 10_000
     if t["status"] == "not shown" and math.isfinite(power["power"]):
         ours += (f" Power against a trend as large as the paper's "
                  f"({signed(power['slope'])} per tenfold, simulated permutation test): "
-                 f"{100 * power['power']:.0f} %; {runs_needed_text(power)} runs per width "
+                 f"{pct(100 * power['power'])}; {runs_needed_text(power)} runs per width "
                  f"would give "
-                 f"{100 * power['target']:.0f} %.")
+                 f"{pct(100 * power['target'])}.")
     return {"ours": ours, "detail": detail, "status": t["status"]}
