@@ -627,9 +627,11 @@ def _record_setups(paths: list[Path]) -> tuple[list[tuple[dict[str, Any], Path]]
 
 
 def setup_difference(stored: dict[str, Any], wanted: dict[str, Any],
-                     device_type: str | None = None) -> str | None:
-    """The first way ``wanted`` differs from a ``stored`` setup, or None if they match; their
-    configs compared as ``setup_identity`` on ``device_type``.
+                     device_type: str | None = None,
+                     where: tuple[str, str] = ("there", "now")) -> str | None:
+    """The first way ``wanted`` differs from a ``stored`` setup ("prune_rate: 0.16 there,
+    0.3 now", ``where`` naming the two), or None if they match; their configs compared as
+    ``setup_identity`` on ``device_type``.
 
     Fields added to the configs after a folder was started do not count against it (the
     comparison only looks at what ``stored`` has), so ``stages`` is ignored when ``stored``
@@ -638,7 +640,7 @@ def setup_difference(stored: dict[str, Any], wanted: dict[str, Any],
     stored, wanted = (({**s, "config": setup_identity(s["config"], device_type)}
                        if isinstance(s.get("config"), dict) else s) for s in (stored, wanted))
     new = _restrict(wanted, stored)
-    return None if new == stored else _first_difference(stored, new)
+    return None if new == stored else _first_difference(stored, new, where)
 
 
 def _restrict(new: Any, old: Any) -> Any:
@@ -648,12 +650,12 @@ def _restrict(new: Any, old: Any) -> Any:
     return new
 
 
-def _first_difference(old: Any, new: Any, prefix: str = "") -> str:
+def _first_difference(old: Any, new: Any, where: tuple[str, str], prefix: str = "") -> str:
     if isinstance(old, dict) and isinstance(new, dict):
         for k in sorted(set(old) | set(new)):
             if old.get(k) != new.get(k):
-                return _first_difference(old.get(k), new.get(k), f"{prefix}{k}.")
-    return f"{prefix.rstrip('.')}: {old!r} there, {new!r} now"
+                return _first_difference(old.get(k), new.get(k), where, f"{prefix}{k}.")
+    return f"{prefix.rstrip('.')}: {old!r} {where[0]}, {new!r} {where[1]}"
 
 
 def load_results(path: str | os.PathLike) -> pd.DataFrame:

@@ -67,7 +67,8 @@ def setup_differences(df: pd.DataFrame) -> tuple[list[tuple[str, str]], dict[str
             counts[s] = counts.get(s, 0) + len(g)
     ref = max(counts, key=counts.get)
     departs = [(a, "other data" if data != ref[1] else
-                setup_difference({"config": json.loads(ref[0])}, {"config": json.loads(cfg)})
+                setup_difference({"config": json.loads(ref[0])}, {"config": json.loads(cfg)},
+                                 where=("in the rest of the study", f"in {a}"))
                 or "fields the rest of the study lacks")
                for a in WIDTHS if a in setups for cfg, data in setups[a] if (cfg, data) != ref]
     hw = {}
