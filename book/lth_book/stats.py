@@ -206,7 +206,8 @@ def ks_p(values: Sequence[float] | np.ndarray, cdf: Callable) -> float:
     return float(st.kstest(v, cdf).pvalue) if len(v) >= 2 else math.nan
 
 
-def two_sample_test(x, y, n_perm: int = 10_000, seed: int = 0) -> dict:
+def two_sample_test(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray,
+                    n_perm: int = 10_000, seed: int = 0) -> dict:
     """Do two samples differ? Permutation tests of the mean difference and of Mann-Whitney U.
 
     Both p-values are two-sided (`permutation`: twice the smaller tail) and come from

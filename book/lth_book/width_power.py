@@ -77,9 +77,8 @@ def width_power(df: pd.DataFrame, stat: str = "lts", slope: float | None = None,
     found with probability ``target``, to about 5 %) for the stored runs or, given ``runs``,
     for that many complete runs at every width; runs_needed (the same number of complete runs
     at every width that reaches ``target``, inf beyond `MAX_RUNS`; for A_gain, successes in
-    each width's measured proportion), power_paper (at the paper's
-    `PAPER_PROTOCOL.runs` per width) and
-    n_sim; NaN where fewer than 3 widths have ``min_runs`` complete runs.
+    each width's measured proportion), power_paper (at the paper's `PAPER_PROTOCOL.runs`
+    per width) and n_sim; NaN where fewer than 3 widths have ``min_runs`` complete runs.
     """
     slope = paper_slope(stat) if slope is None else slope
     pr = per_run(df, select_on)
