@@ -213,6 +213,8 @@ def test_fig_width(study):
     fig = fig_width(s, stats=("sr", "a_gain", "lts", "tl_gain"), paper_lenet5={"sr": 68})
     assert len(fig.axes) == 4
     assert all(ax.get_xscale() == "log" for ax in fig.axes)
+    assert [ax.get_ylabel() for ax in fig.axes] == [
+        "SR (%)", "Best Sparse A_gain (%)", "LTS", "Best Sparse TL_gain (%)"]
     # the paper's trend: a dashed line through width 1 with the given change per tenfold
     fig = fig_width(s, stats=("lts",), paper_slopes={"lts": -0.5})
     (line,) = [ln for ln in fig.axes[0].get_lines() if ln.get_linestyle() == "--"]

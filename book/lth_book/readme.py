@@ -30,7 +30,16 @@ from .paper import PAPER_PROTOCOL, paper_table2
 from .profiles import REPO_ROOT, RESULTS_DIR
 from .stats import proportion_ci
 from .trajectory_scale import RESULT, load, scale_paragraph
-from .width import CPU_RUNS, MIN_RUNS, load_width, width_null, width_summary, width_trend
+from .width import (
+    CPU_RUNS,
+    MIN_RUNS,
+    STAT_NAMES,
+    STAT_UNITS,
+    load_width,
+    width_null,
+    width_summary,
+    width_trend,
+)
 from .width_power import width_power
 
 README = REPO_ROOT / "README.md"
@@ -116,10 +125,10 @@ def _width(results: Path | None, n_perm: int = 10_000, seed: int = 0) -> str:
     lts = trends["lts"]
     if lts["status"] != "not enough runs":  # else the verdict says why there is no trend
         p = lts["params"]
-        parts = [f"{wr.STAT_NAMES[k]} {signed(t['slope'], 0 if k == 'sr' else 2)}{wr.STAT_UNITS[k]}"
+        parts = [f"{STAT_NAMES[k]} {signed(t['slope'], 0 if k == 'sr' else 2)}{STAT_UNITS[k]}"
                  f" per tenfold increase ({pval(t['p_value'])})"
                  for k, t in trends.items() if k != "a_gain_sigma"]
-        beyond = [wr.STAT_NAMES[k] for k, t in trends.items()
+        beyond = [STAT_NAMES[k] for k, t in trends.items()
                   if k != "a_gain_sigma" and t["status"] in ("supported", "contradicted")]
         text.append(
             f"Trend with log parameter count (two-sided permutation test over runs, "

@@ -47,9 +47,13 @@ from .stats import slope as fit_slope
 
 # The study's widths, smallest first.
 WIDTHS: list[str] = sorted(WIDTH_FAMILY, key=WIDTH_PARAM_COUNTS.get)
-STATS: dict[str, str] = {"sr": "SR (%)", "a_gain": "Best Sparse A_gain (%)", "lts": "LTS",
-                         "tl_gain": "Best Sparse TL_gain (%)",
-                         "a_gain_sigma": "Best Sparse A_gain / dense std"}
+# The study's statistics: their names in sentences and axes, and the unit of a change per
+# tenfold increase in parameters ("points" of SR, % of A_gain).
+STAT_NAMES: dict[str, str] = {
+    "sr": "SR", "a_gain": "Best Sparse A_gain", "lts": "LTS", "tl_gain": "Best Sparse TL_gain",
+    "a_gain_sigma": "Best Sparse A_gain in units of the width's own dense spread"}
+STAT_UNITS: dict[str, str] = {"sr": " points", "a_gain": " %", "lts": "", "tl_gain": " %",
+                              "a_gain_sigma": ""}
 MIN_RUNS = 3  # complete runs a width needs to count in a trend
 MIN_WIDTHS = 3  # widths that count a trend test needs
 # The CPU study's target: complete runs per width (the issue's minimum; `make width`'s default).
@@ -198,8 +202,8 @@ def width_trend(
       with such a p), "not shown", or "not enough runs" (fewer than `MIN_WIDTHS` widths);
       `width_report.trend_rule` states the rule, `width_report.trend_verdict` the result.
     """
-    if stat not in STATS:
-        raise ValueError(f"stat must be one of {', '.join(STATS)}, got {stat!r}")
+    if stat not in STAT_NAMES:
+        raise ValueError(f"stat must be one of {', '.join(STAT_NAMES)}, got {stat!r}")
     pr = per_run(df, select_on)
     complete = pr.groupby("arch").size().to_dict() if len(pr) else {}
     v = _values(pr, stat) if len(pr) else pd.DataFrame(columns=["arch", "params", "y"])

@@ -29,18 +29,14 @@ from .paper import PAPER_PROTOCOL
 from .stats import ALPHA, spearman
 from .width import (
     MIN_WIDTHS,
-    STATS,
+    STAT_NAMES,
+    STAT_UNITS,
     WIDTHS,
     load_width,
     width_summary,
     width_trend,
 )
 from .width_power import MAX_RUNS, width_power
-
-STAT_UNITS = {"lts": "", "sr": " points", "a_gain": " %", "a_gain_sigma": ""}
-STAT_NAMES = {"sr": "SR", "a_gain": "Best Sparse A_gain", "lts": "LTS",
-              "tl_gain": "Best Sparse TL_gain",
-              "a_gain_sigma": "Best Sparse A_gain in units of the width's own dense spread"}
 
 
 def _setup(g: pd.DataFrame) -> list[tuple[str, str]]:
@@ -162,7 +158,7 @@ def fig_width(summary: pd.DataFrame, stats: tuple[str, ...] = ("sr", "a_gain", "
         ax.minorticks_off()
         ax.set_xlim(WIDTH_PARAM_COUNTS[WIDTHS[0]] / 1.6, WIDTH_PARAM_COUNTS[WIDTHS[-1]] * 1.6)
         ax.set_xlabel("parameters (width)")
-        ax.set_ylabel(STATS[stat])
+        ax.set_ylabel(STAT_NAMES[stat] + (" (%)" if STAT_UNITS[stat] else ""))
         if shown.empty:
             ax.text(0.5, 0.5, "not computed yet", ha="center", va="center",
                     transform=ax.transAxes, color="0.4")
