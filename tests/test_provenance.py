@@ -13,6 +13,7 @@ from conftest import tiny_config
 from lth_core import provenance
 from lth_core.engine.search import ticket_search
 from lth_core.models import build
+from lth_core.store import load_results
 
 
 def _git(cwd, *args) -> str:
@@ -114,9 +115,10 @@ def test_the_records_whose_code_cannot_be_recovered_are_those_results_readme_nam
 
 
 def test_the_50_lenet5_runs_are_what_results_readme_says():
-    """results/README.md: 50 complete runs of K = 5; runs 8-49 from the clean commit 7d38d68."""
-    from lth_core.store import load_results
-
+    """results/README.md's account (K = 5, 50 runs; runs 8-49 from the clean commit 7d38d68)
+    is what the records say."""
+    readme = (RESULTS / "README.md").read_text()
+    assert "K = 5, 50 runs" in readme and "Runs 8-49" in readme and "`7d38d68`" in readme
     df = load_results(RESULTS)
     df = df[df["arch"] == "lenet5"]
     stages = df.groupby("run")["stage"].nunique()
